@@ -101,7 +101,7 @@ TEST_CASE("FedAvg keeps the model when every client failed") {
   CHECK_FALSE(next->has_value());
 }
 
-TEST_CASE("Unknown strategy names list the registered ones; bad options are named") {
+TEST_CASE("Unknown strategy names list the registered ones and bad options are named") {
   auto s = CreateStrategy("fedfoo", {});
   CHECK_FALSE(s.ok());
   CHECK(s.status().message().find("fedavg") != std::string::npos);

@@ -38,7 +38,7 @@ TEST_CASE("VERDANT_ASSIGN_OR_RETURN propagates errors") {
   CHECK(Twice(Result<int>(DataLossError("x"))).status().code() == StatusCode::kDataLoss);
 }
 
-TEST_CASE("ParameterVector layout, arithmetic and finiteness") {
+TEST_CASE("ParameterVector layout arithmetic and finiteness") {
   Layout l({{"w", {2, 3}}, {"b", {3}}});
   CHECK(l.NumParameters() == 9);
   CHECK(l.Fingerprint() == Layout({{"w", {2, 3}}, {"b", {3}}}).Fingerprint());

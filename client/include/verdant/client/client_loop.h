@@ -1,0 +1,108 @@
+// verdant/client/client_loop.h
+//
+// ClientLoop: the edge client's session with the coordinator. It connects
+// (secure handshake), says Hello, heartbeats, and for each TrainTask
+// receives the model in chunks, trains through a LocalTrainer, encodes
+// delta = local - global with the task's codec and streams it back. It
+// reconnects with exponential backoff and jitter when the connection drops,
+// and exits cleanly when the coordinator says Bye.
+//   ClientLoop loop(options, trainer);       // trainer: LocalTrainer&
+//   Status st = loop.Run();                  // blocks; Stop() from another thread
+// Thread-safety: Run() from one thread; Stop() from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "verdant/compression/codec.h"
+#include "verdant/core/clock.h"
+#include "verdant/core/status.h"
+#include "verdant/transport/session.h"
+
+namespace verdant {
+
+// What one TrainTask asks of the local trainer.
+struct TaskSpec {
+  uint64_t round = 0;
+  std::string model_name;
+  uint32_t local_epochs = 1;
+  uint32_t batch_size = 32;
+  float learning_rate = 0.05f;
+  float proximal_mu = 0.0f;
+  uint64_t max_examples = 0;
+  uint64_t seed = 0;
+};
+
+struct TaskOutcome {
+  uint64_t num_examples = 0;  // the weight of this update
+  double train_loss = 0.0;
+  double train_seconds = 0.0;
+};
+
+// Trains locally. The LibTorch implementation is TorchLocalTrainer
+// (torch_local_trainer.h); tests and the synthetic benchmark use others.
+class LocalTrainer {
+ public:
+  virtual ~LocalTrainer() = default;
+  LocalTrainer(const LocalTrainer&) = delete;
+  LocalTrainer& operator=(const LocalTrainer&) = delete;
+  virtual std::string_view Name() const = 0;
+  // Examples in the local training set (reported in Hello).
+  virtual uint64_t num_examples() const = 0;
+  // Trains from `global` and writes delta = local - global into `delta`
+  // (resized to global.size()). kInvalidArgument for an unknown model or a
+  // size mismatch.
+  virtual Result<TaskOutcome> Train(const TaskSpec& task, std::span<const float> global,
+                                    std::vector<float>& delta) = 0;
+
+ protected:
+  LocalTrainer() = default;
+};
+
+struct ClientLoopOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 7070;
+  std::string name;                  // a label; the coordinator derives the id
+  ClientConnection::Options connection;
+  wire::DeviceState device_state;    // reported in Hello and heartbeats
+  int max_reconnects = 5;            // -1 = forever
+  Duration backoff_initial = std::chrono::milliseconds(500);
+  Duration backoff_max = std::chrono::seconds(30);
+  uint64_t seed = 0;                 // jitter and stochastic codecs
+};
+
+class ClientLoop {
+ public:
+  ClientLoop(ClientLoopOptions options, LocalTrainer& trainer);
+  // Returns OK after the coordinator's Bye; the last error when reconnects
+  // are exhausted; kFailedPrecondition when the coordinator rejects us
+  // (version or codec mismatch, not trusted).
+  Status Run();
+  void Stop() { stop_ = true; }
+  uint64_t tasks_completed() const { return tasks_completed_; }
+
+ private:
+  Status RunSession(ClientConnection& conn);
+  Status HandleTrainTask(ClientConnection& conn, const wire::TrainTask& task);
+  Result<UpdateCodec*> CodecFor(const std::string& spec);
+
+  ClientLoopOptions options_;
+  LocalTrainer& trainer_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> tasks_completed_{0};
+  uint32_t chunk_bytes_ = kDefaultChunkBytes;
+  // One codec instance per spec, kept across rounds and reconnects so that
+  // stateful codecs (error feedback) keep their residual.
+  std::map<std::string, std::unique_ptr<UpdateCodec>> codecs_;
+  Rng rng_;
+};
+
+// Every codec this build can run, as "name/version" for Hello.
+std::vector<std::string> SupportedCodecs();
+
+}  // namespace verdant

@@ -1,0 +1,197 @@
+#include "verdant/client/client_loop.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+namespace verdant {
+
+std::vector<std::string> SupportedCodecs() {
+  std::vector<std::string> out;
+  for (const auto& name : CodecRegistry().Names()) out.push_back(name + "/1");
+  return out;
+}
+
+ClientLoop::ClientLoop(ClientLoopOptions options, LocalTrainer& trainer)
+    : options_(std::move(options)), trainer_(trainer), rng_(options_.seed) {}
+
+Result<UpdateCodec*> ClientLoop::CodecFor(const std::string& spec) {
+  auto it = codecs_.find(spec);
+  if (it != codecs_.end()) return it->second.get();
+  VERDANT_ASSIGN_OR_RETURN(auto codec, CreateCodec(spec));
+  UpdateCodec* raw = codec.get();
+  codecs_[spec] = std::move(codec);
+  return raw;
+}
+
+Status ClientLoop::Run() {
+  Duration backoff = options_.backoff_initial;
+  int failures = 0;
+  Status last;
+  while (!stop_) {
+    auto conn = ClientConnection::Connect(options_.host, options_.port, options_.connection);
+    Status st = conn.ok() ? RunSession(**conn) : conn.status();
+    if (conn.ok()) (*conn)->Close();
+    if (st.ok() || stop_) return OkStatus();
+    if (st.code() == StatusCode::kFailedPrecondition || st.code() == StatusCode::kUnauthenticated ||
+        st.code() == StatusCode::kPermissionDenied) {
+      return st;  // retrying cannot help
+    }
+    last = st;
+    ++failures;
+    if (options_.max_reconnects >= 0 && failures > options_.max_reconnects) {
+      return st.WithContext("giving up after " + std::to_string(failures) + " attempts");
+    }
+    // Exponential backoff with full jitter (AWS architecture blog's "full jitter").
+    auto wait = Duration(static_cast<int64_t>(rng_.Uniform() * static_cast<double>(backoff.count())));
+    spdlog::warn("{}; reconnecting in {:.2f} s", st.ToString(), ToSeconds(wait));
+    std::this_thread::sleep_for(wait);
+    backoff = std::min(options_.backoff_max, backoff * 2);
+  }
+  return OkStatus();
+}
+
+static Status ErrorToStatus(const wire::Error& e) {
+  switch (e.code()) {
+    case wire::Error::VERSION_MISMATCH:
+    case wire::Error::PROTOCOL_VIOLATION:
+      return FailedPreconditionError("coordinator refused us: " + e.message());
+    case wire::Error::UNAUTHENTICATED:
+      return UnauthenticatedError("coordinator refused us: " + e.message());
+    case wire::Error::SHUTTING_DOWN:
+      return OkStatus();
+    default:
+      return UnavailableError("coordinator error: " + e.message());
+  }
+}
+
+Status ClientLoop::RunSession(ClientConnection& conn) {
+  wire::Envelope hello;
+  auto* h = hello.mutable_hello();
+  h->set_protocol_version(kProtocolVersion);
+  h->set_client_name(options_.name);
+  for (const auto& c : SupportedCodecs()) h->add_codecs(c);
+  h->set_num_examples(trainer_.num_examples());
+  *h->mutable_state() = options_.device_state;
+  h->add_capabilities("train");
+  h->add_capabilities("fedprox");
+  VERDANT_RETURN_IF_ERROR(conn.Send(hello));
+  auto welcome = conn.Receive(std::chrono::seconds(30));
+  if (!welcome.ok()) return welcome.status().WithContext("waiting for Welcome");
+  if (welcome->has_error()) return ErrorToStatus(welcome->error());
+  if (!welcome->has_welcome()) {
+    return FailedPreconditionError(std::string("expected Welcome, got ") + std::string(MessageTypeName(*welcome)));
+  }
+  if (welcome->welcome().chunk_bytes() > 0) chunk_bytes_ = welcome->welcome().chunk_bytes();
+  const auto hb_interval = std::chrono::milliseconds(
+      std::max<uint32_t>(100, welcome->welcome().heartbeat_interval_ms() ? welcome->welcome().heartbeat_interval_ms() : 5000));
+  spdlog::info("joined run {} as {}", welcome->welcome().run_id(), welcome->welcome().client_id());
+
+  auto next_heartbeat = std::chrono::steady_clock::now() + hb_interval;
+  uint64_t hb_seq = 0;
+  while (!stop_) {
+    auto msg = conn.Receive(std::chrono::milliseconds(200));
+    if (std::chrono::steady_clock::now() >= next_heartbeat) {
+      wire::Envelope hb;
+      hb.mutable_heartbeat()->set_seq(++hb_seq);
+      *hb.mutable_heartbeat()->mutable_state() = options_.device_state;
+      VERDANT_RETURN_IF_ERROR(conn.Send(hb));
+      next_heartbeat = std::chrono::steady_clock::now() + hb_interval;
+    }
+    if (!msg.ok()) {
+      if (msg.status().code() == StatusCode::kDeadlineExceeded) continue;
+      return msg.status();
+    }
+    switch (msg->body_case()) {
+      case wire::Envelope::kTrainTask:
+        VERDANT_RETURN_IF_ERROR(HandleTrainTask(conn, msg->train_task()));
+        next_heartbeat = std::min(next_heartbeat, std::chrono::steady_clock::now() + hb_interval);
+        break;
+      case wire::Envelope::kBye:
+        spdlog::info("coordinator said goodbye: {}", msg->bye().reason());
+        return OkStatus();
+      case wire::Envelope::kError:
+        return ErrorToStatus(msg->error());
+      case wire::Envelope::kEvalTask:
+        spdlog::debug("ignoring EvalTask (federated evaluation is not enabled on this client)");
+        break;
+      default:
+        spdlog::warn("ignoring unexpected {}", MessageTypeName(*msg));
+        break;
+    }
+  }
+  return OkStatus();
+}
+
+Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask& task) {
+  // 1. Receive the model.
+  const auto& info = task.payload();
+  PayloadAssembler assembler(info, /*max_payload_bytes=*/info.num_params() * 8 + (1u << 20));
+  if (!assembler.status().ok()) return assembler.status().WithContext("TrainTask");
+  while (!assembler.complete()) {
+    auto m = conn.Receive(std::chrono::seconds(60));
+    if (!m.ok()) return m.status().WithContext("receiving the model");
+    if (!m->has_chunk()) {
+      return DataLossError(std::string("expected a model Chunk, got ") + std::string(MessageTypeName(*m)));
+    }
+    VERDANT_RETURN_IF_ERROR(assembler.Add(m->chunk()));
+  }
+  VERDANT_ASSIGN_OR_RETURN(UpdateCodec * down_codec, CodecFor(info.encoding()));
+  std::vector<float> global(info.num_params());
+  VERDANT_RETURN_IF_ERROR(down_codec->Decode(assembler.Take(), global).WithContext("decoding the model"));
+
+  // 2. Train.
+  TaskSpec spec;
+  spec.round = task.round();
+  spec.model_name = task.model_name();
+  spec.local_epochs = task.local_epochs();
+  spec.batch_size = task.batch_size();
+  spec.learning_rate = task.learning_rate();
+  spec.proximal_mu = task.proximal_mu();
+  spec.max_examples = task.max_examples();
+  spec.seed = task.seed();
+  std::vector<float> delta;
+  auto outcome = trainer_.Train(spec, global, delta);
+  if (!outcome.ok()) {
+    // A local failure fails this round for us, not the session.
+    spdlog::error("round {}: training failed: {}", task.round(), outcome.status().ToString());
+    return OkStatus();
+  }
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  if (task.deadline_unix_ms() != 0 && static_cast<uint64_t>(now_ms) > task.deadline_unix_ms()) {
+    spdlog::warn("round {}: finished after the deadline; not uploading", task.round());
+    return OkStatus();
+  }
+
+  // 3. Encode and upload.
+  VERDANT_ASSIGN_OR_RETURN(UpdateCodec * codec, CodecFor(task.uplink_codec()));
+  Rng rng(task.seed());
+  ByteBuffer encoded;
+  VERDANT_RETURN_IF_ERROR(codec->Encode(delta, rng, encoded).WithContext("encoding the delta"));
+  wire::Envelope env;
+  auto* r = env.mutable_train_result();
+  r->set_round(task.round());
+  r->set_task_id(task.task_id());
+  r->set_num_examples(outcome->num_examples);
+  r->set_train_loss(outcome->train_loss);
+  r->set_train_seconds(outcome->train_seconds);
+  auto* p = r->mutable_payload();
+  p->set_stream_id(task.task_id());
+  p->set_encoding(task.uplink_codec());
+  p->set_num_params(delta.size());
+  p->set_layout_fingerprint(info.layout_fingerprint());
+  p->set_payload_bytes(encoded.size());
+  auto chunks = MakeChunkMessages(task.task_id(), encoded, chunk_bytes_);
+  p->set_num_chunks(static_cast<uint32_t>(chunks.size()));
+  VERDANT_RETURN_IF_ERROR(conn.Send(env));
+  for (auto& c : chunks) VERDANT_RETURN_IF_ERROR(conn.Send(std::move(c)));
+  ++tasks_completed_;
+  spdlog::info("round {}: trained on {} examples in {:.2f} s (loss {:.4f}), sent {} bytes", task.round(),
+               outcome->num_examples, outcome->train_seconds, outcome->train_loss, encoded.size());
+  return OkStatus();
+}
+
+}  // namespace verdant

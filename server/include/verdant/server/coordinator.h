@@ -1,0 +1,142 @@
+// verdant/server/coordinator.h
+//
+// Coordinator: the round state machine. It is the SessionHandler of the
+// transport (Hello/Welcome, heartbeats, uploads reassembled on each
+// session's strand) and runs the round loop on its own thread: wait for
+// clients -> select -> send TrainTasks -> collect results until all report or
+// the deadline passes (late or disconnected clients become failures of that
+// round, never a crash) -> aggregate (streaming, via the Strategy) ->
+// evaluate -> record.
+//   Coordinator coord(options, InitialModel(), std::move(strategy), std::move(selector),
+//                     &evaluator, SystemClock::Default());
+//   auto server = TcpServer::Start(tcp_options, coord);
+//   auto summary = coord.Run();          // blocks until the rounds are done or Stop()
+// Thread-safety: the SessionHandler callbacks and Stop() are thread-safe;
+// Run() is called once, from one thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "verdant/aggregation/strategy.h"
+#include "verdant/core/clock.h"
+#include "verdant/core/parameter_vector.h"
+#include "verdant/core/rng.h"
+#include "verdant/server/evaluator.h"
+#include "verdant/server/run_report.h"
+#include "verdant/server/selector.h"
+#include "verdant/transport/session.h"
+
+namespace verdant {
+
+struct CoordinatorOptions {
+  uint64_t rounds = 10;
+  size_t min_clients = 1;          // clients connected before round 1 starts
+  size_t clients_per_round = 0;    // 0 = every connected client
+  Duration wait_for_clients = std::chrono::minutes(5);  // then fail with kDeadlineExceeded
+  Duration round_timeout = std::chrono::minutes(5);     // per-round deadline for results
+  std::string model_name = "mlp";  // sent in TrainTask; the client builds it from its model zoo
+  std::string uplink_codec = "identity";
+  uint32_t chunk_bytes = kDefaultChunkBytes;
+  uint32_t heartbeat_interval_ms = 5000;
+  uint64_t seed = 1;
+  std::string run_id = "run";
+  std::string out_dir;             // "" = no files
+  bool evaluate_every_round = true;
+};
+
+class Coordinator final : public SessionHandler {
+ public:
+  Coordinator(CoordinatorOptions options, ParameterVector initial_model, std::unique_ptr<Strategy> strategy,
+              std::unique_ptr<ClientSelector> selector, Evaluator* evaluator, Clock& clock);
+  ~Coordinator() override;
+
+  // Runs every round; returns the run summary. kDeadlineExceeded when not
+  // enough clients connect in time; kCancelled after Stop() (the summary of
+  // the rounds done so far is still written).
+  Result<RunSummary> Run();
+  // Ends the run after the current step (thread-safe; async-signal handlers
+  // should call it from a normal thread).
+  void Stop();
+  // Called after each round (on the round thread), for progress output.
+  void SetRoundCallback(std::function<void(const RoundRecord&)> cb) { round_cb_ = std::move(cb); }
+
+  const ParameterVector& global_model() const { return global_; }
+  size_t connected_clients() const;
+
+  // SessionHandler
+  void OnSessionOpen(const SessionPtr& session) override;
+  void OnMessage(const SessionPtr& session, wire::Envelope&& message) override;
+  void OnSessionClosed(const SessionPtr& session, const Status& reason) override;
+
+ private:
+  struct ClientEntry {
+    SessionPtr session;
+    std::string client_id;
+    bool welcomed = false;
+    wire::Hello hello;
+    wire::DeviceState state;
+    // The task this client owes, if any.
+    uint64_t task_id = 0;
+    uint64_t task_round = 0;
+    std::unique_ptr<PayloadAssembler> upload;
+    wire::TrainResult upload_header;
+    // History for selectors.
+    uint64_t rounds_selected = 0, rounds_completed = 0, rounds_failed = 0;
+    double last_train_seconds = 0, last_train_loss = 0;
+  };
+  struct Event {
+    enum Kind { kResult, kGone, kBadUpload } kind;
+    SessionId session = 0;
+    std::string client_id;
+    uint64_t task_id = 0;
+    wire::TrainResult header;
+    ByteBuffer payload;
+    Status status;
+  };
+
+  void HandleHello(const SessionPtr& s, ClientEntry& e, const wire::Hello& hello);
+  void HandleTrainResult(const SessionPtr& s, ClientEntry& e, const wire::TrainResult& r);
+  void HandleChunk(const SessionPtr& s, ClientEntry& e, const wire::Chunk& c);
+  void Push(Event ev);
+  Status WaitForClients();
+  Result<RoundRecord> RunRound(uint64_t round);
+  // Sends Bye to every client and closes the sessions after flushing.
+  void SayGoodbye(const std::string& reason);
+  // Socket bytes over every session, open or closed. Call with mu_ held.
+  uint64_t TotalBytesUp() const;
+  uint64_t TotalBytesDown() const;
+
+  CoordinatorOptions options_;
+  ParameterVector global_;
+  uint64_t model_version_ = 0;
+  std::unique_ptr<Strategy> strategy_;
+  std::unique_ptr<ClientSelector> selector_;
+  std::unique_ptr<UpdateCodec> uplink_codec_;
+  Evaluator* evaluator_;
+  Clock& clock_;
+  Rng rng_;
+  std::unique_ptr<RunReport> report_;
+  std::function<void(const RoundRecord&)> round_cb_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::unordered_map<SessionId, ClientEntry> clients_;
+  std::unordered_map<std::string, SessionId> by_client_id_;
+  uint64_t closed_bytes_up_ = 0, closed_bytes_down_ = 0;
+  uint64_t round_bytes_up0_ = 0, round_bytes_down0_ = 0;
+  std::deque<Event> events_;
+  std::atomic<bool> stop_{false};
+  uint64_t next_task_id_ = 0;
+  uint64_t current_round_ = 0;
+};
+
+}  // namespace verdant

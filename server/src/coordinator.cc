@@ -1,0 +1,635 @@
+#include "verdant/server/coordinator.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <set>
+#include <thread>
+
+namespace verdant {
+
+namespace {
+
+wire::Envelope ErrorEnvelope(wire::Error::Code code, const std::string& msg) {
+  wire::Envelope env;
+  env.mutable_error()->set_code(code);
+  env.mutable_error()->set_message(msg);
+  return env;
+}
+
+}  // namespace
+
+Coordinator::Coordinator(CoordinatorOptions options, ParameterVector initial_model,
+                         std::unique_ptr<Strategy> strategy, std::unique_ptr<ClientSelector> selector,
+                         Evaluator* evaluator, Clock& clock)
+    : options_(std::move(options)),
+      global_(std::move(initial_model)),
+      strategy_(std::move(strategy)),
+      selector_(std::move(selector)),
+      evaluator_(evaluator),
+      clock_(clock),
+      rng_(options_.seed) {}
+
+Coordinator::~Coordinator() = default;
+
+size_t Coordinator::connected_clients() const {
+  std::lock_guard<std::mutex> l(mu_);
+  size_t n = 0;
+  for (const auto& [id, e] : clients_) n += e.welcomed ? 1 : 0;
+  return n;
+}
+
+void Coordinator::Stop() {
+  stop_ = true;
+  cv_.notify_all();
+}
+
+// ---- transport callbacks (session strands) ----------------------------------
+
+void Coordinator::OnSessionOpen(const SessionPtr& session) {
+  std::lock_guard<std::mutex> l(mu_);
+  ClientEntry e;
+  e.session = session;
+  clients_.emplace(session->id(), std::move(e));
+}
+
+void Coordinator::OnSessionClosed(const SessionPtr& session, const Status& reason) {
+  std::string client_id;
+  uint64_t task_id = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = clients_.find(session->id());
+    if (it == clients_.end()) return;
+    client_id = it->second.client_id;
+    task_id = it->second.task_id;
+    closed_bytes_up_ += session->bytes_received();
+    closed_bytes_down_ += session->bytes_sent();
+    if (!client_id.empty()) {
+      auto bi = by_client_id_.find(client_id);
+      if (bi != by_client_id_.end() && bi->second == session->id()) by_client_id_.erase(bi);
+    }
+    clients_.erase(it);
+  }
+  if (!client_id.empty()) {
+    spdlog::info("client {} ({}) disconnected: {}", client_id, session->remote_address(), reason.ToString());
+  }
+  if (task_id != 0) {
+    Event ev{Event::kGone};
+    ev.session = session->id();
+    ev.client_id = client_id;
+    ev.task_id = task_id;
+    ev.status = UnavailableError("disconnected during the round: " + reason.ToString());
+    Push(std::move(ev));
+  }
+  cv_.notify_all();
+}
+
+void Coordinator::OnMessage(const SessionPtr& s, wire::Envelope&& m) {
+  ClientEntry* e = nullptr;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = clients_.find(s->id());
+    if (it == clients_.end()) return;
+    e = &it->second;  // stable: only this session's strand erases it
+  }
+  if (!e->welcomed && m.body_case() != wire::Envelope::kHello) {
+    spdlog::warn("session {} ({}): {} before Hello; closing", s->id(), s->remote_address(), MessageTypeName(m));
+    s->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "expected Hello first");
+    return;
+  }
+  switch (m.body_case()) {
+    case wire::Envelope::kHello:
+      if (e->welcomed) {
+        s->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "duplicate Hello");
+        return;
+      }
+      HandleHello(s, *e, m.hello());
+      return;
+    case wire::Envelope::kHeartbeat: {
+      std::lock_guard<std::mutex> l(mu_);
+      e->state = m.heartbeat().state();
+      return;
+    }
+    case wire::Envelope::kTrainResult:
+      HandleTrainResult(s, *e, m.train_result());
+      return;
+    case wire::Envelope::kChunk:
+      HandleChunk(s, *e, m.chunk());
+      return;
+    case wire::Envelope::kEvalResult:
+      return;  // federated evaluation is not scheduled by this coordinator yet
+    case wire::Envelope::kBye:
+      spdlog::info("client {} said goodbye: {}", e->client_id, m.bye().reason());
+      s->Close(CancelledError("client said Bye: " + m.bye().reason()));
+      return;
+    case wire::Envelope::kError:
+      spdlog::warn("client {} reported an error: {}", e->client_id, m.error().message());
+      s->Close(AbortedError("client error: " + m.error().message()));
+      return;
+    default:
+      spdlog::warn("client {}: unexpected {} from a client; closing", e->client_id, MessageTypeName(m));
+      s->CloseWithError(wire::Error::PROTOCOL_VIOLATION,
+                        std::string("a client may not send ") + std::string(MessageTypeName(m)));
+      return;
+  }
+}
+
+void Coordinator::HandleHello(const SessionPtr& s, ClientEntry& e, const wire::Hello& hello) {
+  if (hello.protocol_version() != kProtocolVersion) {
+    std::string msg = "protocol version " + std::to_string(hello.protocol_version()) +
+                      " is not supported; this coordinator speaks version " + std::to_string(kProtocolVersion);
+    spdlog::warn("session {} ({}): {}", s->id(), s->remote_address(), msg);
+    s->CloseWithError(wire::Error::VERSION_MISMATCH, msg);
+    return;
+  }
+  // The client must be able to run the uplink codec of this run.
+  const std::string& want = options_.uplink_codec;
+  bool has_codec = false;
+  for (const auto& c : hello.codecs()) {
+    auto name = c.substr(0, c.find('/'));
+    if (name == want || c == want) has_codec = true;
+  }
+  if (!has_codec) {
+    std::string msg = "this run uses codec '" + want + "', which the client does not offer";
+    spdlog::warn("session {} ({}): {}", s->id(), s->remote_address(), msg);
+    s->CloseWithError(wire::Error::VERSION_MISMATCH, msg);
+    return;
+  }
+  SessionPtr replaced;
+  std::string id;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    // The identity comes from the handshake when there is one; a plaintext
+    // session is named after its label, made unique.
+    if (!s->peer_id().empty()) {
+      id = s->peer_id();
+    } else {
+      std::string base = hello.client_name().empty() ? "client" : hello.client_name();
+      for (char& c : base) {
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) c = '_';
+      }
+      if (base.size() > 64) base.resize(64);
+      id = base;
+      if (by_client_id_.count(id)) id = base + "#" + std::to_string(s->id());
+    }
+    auto bi = by_client_id_.find(id);
+    if (bi != by_client_id_.end()) {
+      auto old = clients_.find(bi->second);
+      if (old != clients_.end()) replaced = old->second.session;
+    }
+    by_client_id_[id] = s->id();
+    e.client_id = id;
+    e.hello = hello;
+    e.state = hello.state();
+    e.welcomed = true;
+  }
+  if (replaced) replaced->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "replaced by a new connection");
+  wire::Envelope env;
+  auto* w = env.mutable_welcome();
+  w->set_protocol_version(kProtocolVersion);
+  w->set_client_id(id);
+  w->set_run_id(options_.run_id);
+  w->set_max_frame_bytes(kDefaultMaxFrameBytes);
+  w->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
+  w->set_chunk_bytes(options_.chunk_bytes);
+  s->Send(env);
+  spdlog::info("client {} joined from {} ({} examples)", id, s->remote_address(), hello.num_examples());
+  cv_.notify_all();
+}
+
+void Coordinator::HandleTrainResult(const SessionPtr& s, ClientEntry& e, const wire::TrainResult& r) {
+  uint64_t task_id;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    task_id = e.task_id;
+  }
+  if (e.upload) {
+    s->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "TrainResult while an upload is in progress");
+    return;
+  }
+  // A result for a task that is no longer pending (the round ended) is
+  // reassembled and dropped, so the session stays usable.
+  const auto& p = r.payload();
+  const uint64_t n = global_.size();
+  // A generous cap: no codec needs more than 8 bytes per value plus framing.
+  const uint64_t max_bytes = n * 8 + (1u << 20);
+  if (task_id != 0 && r.task_id() == task_id) {
+    std::string why;
+    if (p.num_params() != n) {
+      why = "delta has " + std::to_string(p.num_params()) + " parameters, the model has " + std::to_string(n);
+    } else if (p.layout_fingerprint() != 0 && p.layout_fingerprint() != global_.layout().Fingerprint()) {
+      why = "delta layout does not match the model";
+    } else if (p.encoding() != options_.uplink_codec) {
+      why = "delta encoded with '" + p.encoding() + "', expected '" + options_.uplink_codec + "'";
+    }
+    if (!why.empty()) {
+      spdlog::warn("client {}: bad TrainResult: {}; closing", e.client_id, why);
+      Event ev{Event::kBadUpload};
+      ev.session = s->id();
+      ev.client_id = e.client_id;
+      ev.task_id = task_id;
+      ev.status = InvalidArgumentError(why);
+      Push(std::move(ev));
+      s->CloseWithError(wire::Error::BAD_PAYLOAD, why);
+      return;
+    }
+  }
+  auto a = std::make_unique<PayloadAssembler>(p, max_bytes);
+  if (!a->status().ok()) {
+    s->CloseWithError(wire::Error::BAD_PAYLOAD, a->status().message());
+    return;
+  }
+  e.upload_header = r;
+  e.upload = std::move(a);
+  if (e.upload->complete()) HandleChunk(s, e, wire::Chunk());  // empty payload
+}
+
+void Coordinator::HandleChunk(const SessionPtr& s, ClientEntry& e, const wire::Chunk& c) {
+  if (!e.upload) {
+    s->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "Chunk without a TrainResult");
+    return;
+  }
+  if (!e.upload->complete()) {
+    Status st = e.upload->Add(c);
+    if (!st.ok()) {
+      spdlog::warn("client {}: bad upload: {}; closing", e.client_id, st.ToString());
+      s->CloseWithError(wire::Error::BAD_PAYLOAD, st.message());
+      e.upload.reset();
+      return;
+    }
+  }
+  if (!e.upload->complete()) return;
+  Event ev{Event::kResult};
+  ev.session = s->id();
+  ev.client_id = e.client_id;
+  ev.task_id = e.upload_header.task_id();
+  ev.payload = e.upload->Take();
+  ev.header = std::move(e.upload_header);
+  e.upload.reset();
+  Push(std::move(ev));
+}
+
+void Coordinator::Push(Event ev) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    events_.push_back(std::move(ev));
+  }
+  cv_.notify_all();
+}
+
+// ---- round thread ------------------------------------------------------------
+
+Status Coordinator::WaitForClients() {
+  const auto deadline = std::chrono::steady_clock::now() + options_.wait_for_clients;
+  size_t last_logged = SIZE_MAX;
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    size_t n = 0;
+    for (const auto& [id, e] : clients_) n += e.welcomed ? 1 : 0;
+    if (n >= options_.min_clients) return OkStatus();
+    if (stop_) return CancelledError("stopped while waiting for clients");
+    if (n != last_logged) {
+      spdlog::info("waiting for clients: {}/{} connected", n, options_.min_clients);
+      last_logged = n;
+    }
+    if (cv_.wait_until(l, deadline) == std::cv_status::timeout) {
+      n = 0;
+      for (const auto& [id, e] : clients_) n += e.welcomed ? 1 : 0;
+      if (n >= options_.min_clients) return OkStatus();
+      return DeadlineExceededError("only " + std::to_string(n) + " of the " +
+                                   std::to_string(options_.min_clients) + " required clients connected within " +
+                                   std::to_string(ToSeconds(options_.wait_for_clients)) + " s");
+    }
+  }
+}
+
+uint64_t Coordinator::TotalBytesUp() const {
+  uint64_t t = closed_bytes_up_;
+  for (const auto& [id, e] : clients_) t += e.session->bytes_received();
+  return t;
+}
+
+uint64_t Coordinator::TotalBytesDown() const {
+  uint64_t t = closed_bytes_down_;
+  for (const auto& [id, e] : clients_) t += e.session->bytes_sent();
+  return t;
+}
+
+Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
+  RoundRecord rec;
+  rec.round = round;
+  rec.started_utc = FormatUtc(clock_.Now());
+
+  // 1. Select among connected, idle clients.
+  std::vector<ClientCandidate> candidates;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& [sid, e] : clients_) {
+      if (!e.welcomed || e.task_id != 0 || e.session->closed()) continue;
+      ClientCandidate c;
+      c.client_id = e.client_id;
+      c.num_examples = e.hello.num_examples();
+      c.zone = e.state.zone();
+      c.battery_percent = e.state.battery_known() ? e.state.battery_percent() : -1.0f;
+      c.charging = e.state.charging();
+      c.unmetered_network = e.state.network() == wire::DeviceState::NETWORK_UNMETERED;
+      c.idle = e.state.idle();
+      c.rounds_selected = e.rounds_selected;
+      c.rounds_completed = e.rounds_completed;
+      c.rounds_failed = e.rounds_failed;
+      c.last_train_seconds = e.last_train_seconds;
+      c.last_train_loss = e.last_train_loss;
+      candidates.push_back(std::move(c));
+    }
+  }
+  std::sort(candidates.begin(), candidates.end(),
+            [](const auto& a, const auto& b) { return a.client_id < b.client_id; });
+  SelectionRequest req;
+  req.round = round;
+  req.target = options_.clients_per_round;
+  req.now = clock_.Now();
+  req.round_deadline = req.now;
+  auto decision = selector_->Select(req, candidates, rng_);
+  if (!decision.ok()) return decision.status().WithContext("selecting clients for round " + std::to_string(round));
+  const auto& selected = decision->selected;
+  rec.selected = selected.size();
+
+  // 2. Configure and send the tasks. The model is encoded and chunked once,
+  // and the same immutable chunk messages are queued to every client.
+  TrainConfig cfg = strategy_->ConfigureTrain(round, global_);
+  VERDANT_RETURN_IF_ERROR(strategy_->BeginRound(round, global_));
+  IdentityCodec model_codec;
+  ByteBuffer model_bytes;
+  Rng codec_rng = rng_.Fork(round);
+  VERDANT_RETURN_IF_ERROR(model_codec.Encode(global_.values(), codec_rng, model_bytes));
+  const uint64_t stream_id = (round << 20) | 1;  // downlink stream ids: distinct per round
+  auto chunks = MakeChunkMessages(stream_id, model_bytes, options_.chunk_bytes);
+  const uint64_t model_payload_bytes = model_bytes.size();
+  ByteBuffer().swap(model_bytes);
+
+  struct Pending {
+    std::string client_id;
+    SessionPtr session;
+    uint64_t up0 = 0, down0 = 0;
+  };
+  std::map<uint64_t, Pending> pending;  // task id -> client
+  std::vector<ClientRoundRecord> client_recs;
+  std::vector<ClientFailure> failures;
+  std::vector<std::string> completed_ids, failed_ids;
+  const TimePoint deadline = clock_.Now() + options_.round_timeout;
+  const uint64_t deadline_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline.time_since_epoch()).count();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    round_bytes_up0_ = TotalBytesUp();
+    round_bytes_down0_ = TotalBytesDown();
+    for (const auto& id : selected) {
+      auto bi = by_client_id_.find(id);
+      if (bi == by_client_id_.end()) {
+        failures.push_back({id, UnavailableError("disconnected before its task was sent")});
+        continue;
+      }
+      ClientEntry& e = clients_.at(bi->second);
+      const uint64_t task_id = ++next_task_id_;
+      e.task_id = task_id;
+      e.task_round = round;
+      ++e.rounds_selected;
+      wire::Envelope env;
+      auto* t = env.mutable_train_task();
+      t->set_round(round);
+      t->set_task_id(task_id);
+      t->set_model_name(options_.model_name);
+      t->set_local_epochs(cfg.local_epochs);
+      t->set_batch_size(cfg.batch_size);
+      t->set_learning_rate(cfg.learning_rate);
+      t->set_proximal_mu(cfg.proximal_mu);
+      t->set_uplink_codec(options_.uplink_codec);
+      t->set_deadline_unix_ms(deadline_ms);
+      t->set_max_examples(cfg.max_examples);
+      t->set_model_version(model_version_);
+      t->set_seed(rng_.Fork(task_id).Next());
+      auto* p = t->mutable_payload();
+      p->set_stream_id(stream_id);
+      p->set_encoding(std::string(model_codec.Name()));
+      p->set_num_params(global_.size());
+      p->set_layout_fingerprint(global_.layout().Fingerprint());
+      p->set_payload_bytes(model_payload_bytes);
+      p->set_num_chunks(static_cast<uint32_t>(chunks.size()));
+      Pending pe{id, e.session, e.session->bytes_received(), e.session->bytes_sent()};
+      e.session->Send(env);
+      for (const auto& c : chunks) e.session->Send(c);
+      pending.emplace(task_id, std::move(pe));
+    }
+  }
+  chunks.clear();
+  const auto t0 = std::chrono::steady_clock::now();
+
+  // 3. Collect results as they arrive; fold each into the strategy at once.
+  double loss_sum = 0, loss_weight = 0;
+  auto client_rec = [&](const Pending& pe, uint64_t round_no) {
+    ClientRoundRecord c;
+    c.round = round_no;
+    c.client_id = pe.client_id;
+    c.bytes_up = pe.session->bytes_received() - pe.up0;
+    c.bytes_down = pe.session->bytes_sent() - pe.down0;
+    c.codec = options_.uplink_codec;
+    return c;
+  };
+  auto fail = [&](uint64_t task_id, const Status& why) {
+    auto it = pending.find(task_id);
+    if (it == pending.end()) return;
+    ClientRoundRecord c = client_rec(it->second, round);
+    c.status = "failed";
+    c.reason = why.ToString();
+    client_recs.push_back(std::move(c));
+    failures.push_back({it->second.client_id, why});
+    failed_ids.push_back(it->second.client_id);
+    spdlog::warn("round {}: client {} failed: {}", round, it->second.client_id, why.ToString());
+    pending.erase(it);
+  };
+  while (!pending.empty() && !stop_) {
+    Event ev;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      const auto steady_deadline =
+          std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                 deadline - clock_.Now());
+      cv_.wait_until(l, steady_deadline, [&] { return !events_.empty() || stop_; });
+      if (events_.empty()) {
+        if (clock_.Now() >= deadline || stop_) break;
+        continue;
+      }
+      ev = std::move(events_.front());
+      events_.pop_front();
+    }
+    if (pending.find(ev.task_id) == pending.end()) continue;  // stale: a previous round's task
+    if (ev.kind != Event::kResult) {
+      fail(ev.task_id, ev.status);
+      continue;
+    }
+    ClientResult r;
+    r.client_id = ev.client_id;
+    r.num_examples = ev.header.num_examples();
+    r.train_loss = ev.header.train_loss();
+    r.delta = UpdateView::Encoded(ev.payload, *uplink_codec_);
+    Status st = std::isfinite(r.train_loss) ? strategy_->AddResult(r)
+                                            : DataLossError("reported training loss is not finite");
+    if (!st.ok()) {
+      auto it = pending.find(ev.task_id);
+      if (it != pending.end()) it->second.session->CloseWithError(wire::Error::BAD_PAYLOAD, st.message());
+      fail(ev.task_id, st);
+      continue;
+    }
+    auto it = pending.find(ev.task_id);
+    ClientRoundRecord c = client_rec(it->second, round);
+    c.status = "completed";
+    c.num_examples = r.num_examples;
+    c.train_loss = r.train_loss;
+    c.train_seconds = ev.header.train_seconds();
+    client_recs.push_back(std::move(c));
+    completed_ids.push_back(r.client_id);
+    loss_sum += r.train_loss * static_cast<double>(r.num_examples);
+    loss_weight += static_cast<double>(r.num_examples);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto bi = by_client_id_.find(r.client_id);
+      if (bi != by_client_id_.end()) {
+        auto& e = clients_.at(bi->second);
+        ++e.rounds_completed;
+        e.last_train_seconds = ev.header.train_seconds();
+        e.last_train_loss = r.train_loss;
+      }
+    }
+    pending.erase(it);
+  }
+  // Whoever has not delivered by now failed this round.
+  while (!pending.empty()) {
+    fail(pending.begin()->first, stop_ ? CancelledError("run stopped") : DeadlineExceededError("no result before the round deadline"));
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [sid, e] : clients_) {
+      if (e.task_round == round && e.task_id != 0) {
+        e.task_id = 0;
+      }
+    }
+    for (const auto& f : failed_ids) {
+      auto bi = by_client_id_.find(f);
+      if (bi != by_client_id_.end()) ++clients_.at(bi->second).rounds_failed;
+    }
+  }
+
+  // 4. Aggregate.
+  auto next = strategy_->FinishRound(round, global_, failures);
+  if (!next.ok()) return next.status().WithContext("aggregating round " + std::to_string(round));
+  if (next->has_value()) {
+    global_ = std::move(**next);
+    ++model_version_;
+    rec.model_updated = true;
+  }
+  rec.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  rec.completed = completed_ids.size();
+  rec.failed = failures.size();
+  rec.train_loss = loss_weight > 0 ? loss_sum / loss_weight : 0.0;
+  selector_->OnRoundEnd(round, completed_ids, failed_ids);
+
+  // 5. Evaluate.
+  if (evaluator_ != nullptr && options_.evaluate_every_round) {
+    const auto e0 = std::chrono::steady_clock::now();
+    auto m = evaluator_->Evaluate(global_);
+    if (!m.ok()) return m.status().WithContext("evaluating round " + std::to_string(round));
+    rec.accuracy = m->accuracy;
+    rec.loss = m->loss;
+    rec.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    uint64_t up = TotalBytesUp(), down = TotalBytesDown();
+    rec.bytes_up = up - round_bytes_up0_;
+    rec.bytes_down = down - round_bytes_down0_;
+  }
+  if (report_) VERDANT_RETURN_IF_ERROR(report_->AddRound(rec, client_recs));
+  return rec;
+}
+
+void Coordinator::SayGoodbye(const std::string& reason) {
+  wire::Envelope env;
+  env.mutable_bye()->set_reason(reason);
+  auto bytes = SerializeEnvelope(env);
+  if (!bytes.ok()) return;
+  auto shared = std::make_shared<const ByteBuffer>(std::move(*bytes));
+  std::vector<SessionPtr> sessions;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [sid, e] : clients_) sessions.push_back(e.session);
+  }
+  for (auto& s : sessions) {
+    s->Send(shared);
+    s->Close(CancelledError("run finished"));
+  }
+}
+
+Result<RunSummary> Coordinator::Run() {
+  const auto start = std::chrono::steady_clock::now();
+  auto codec = CreateCodec(options_.uplink_codec);
+  if (!codec.ok()) return codec.status();
+  uplink_codec_ = std::move(*codec);
+  if (!options_.out_dir.empty()) {
+    auto r = RunReport::Open(options_.out_dir);
+    if (!r.ok()) return r.status();
+    report_ = std::move(*r);
+  }
+  RunSummary summary;
+  Status run_status = WaitForClients();
+  uint64_t bytes_up = 0, bytes_down = 0;
+  if (run_status.ok()) {
+    spdlog::info("starting {} rounds with {} clients connected", options_.rounds, connected_clients());
+  }
+  for (uint64_t round = 1; run_status.ok() && round <= options_.rounds; ++round) {
+    if (stop_) {
+      run_status = CancelledError("stopped after " + std::to_string(round - 1) + " rounds");
+      break;
+    }
+    current_round_ = round;
+    auto rec = RunRound(round);
+    if (!rec.ok()) {
+      if (rec.status().code() == StatusCode::kFailedPrecondition) {
+        // No client available this round: wait for clients and retry the same round.
+        spdlog::warn("round {}: {}", round, rec.status().ToString());
+        Status w = WaitForClients();
+        if (!w.ok()) run_status = w;
+        --round;
+        continue;
+      }
+      run_status = rec.status();
+      break;
+    }
+    if (stop_ && rec->completed == 0) {
+      run_status = CancelledError("stopped during round " + std::to_string(round));
+      break;
+    }
+    summary.rounds_completed = round;
+    bytes_up += rec->bytes_up;
+    bytes_down += rec->bytes_down;
+    if (rec->accuracy) summary.final_accuracy = *rec->accuracy;
+    if (rec->loss) summary.final_loss = *rec->loss;
+    if (round_cb_) round_cb_(*rec);
+  }
+  summary.bytes_up = bytes_up;
+  summary.bytes_down = bytes_down;
+  summary.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  summary.strings["strategy"] = std::string(strategy_->Name());
+  summary.strings["selector"] = std::string(selector_->Name());
+  summary.strings["codec"] = options_.uplink_codec;
+  summary.strings["model"] = options_.model_name;
+  summary.strings["status"] = run_status.ok() ? "ok" : run_status.ToString();
+  summary.numbers["num_parameters"] = static_cast<double>(global_.size());
+  if (report_) VERDANT_RETURN_IF_ERROR(report_->WriteSummary(summary));
+  SayGoodbye(run_status.ok() ? "run complete" : run_status.ToString());
+  if (!run_status.ok()) return run_status;
+  return summary;
+}
+
+}  // namespace verdant

@@ -1,0 +1,71 @@
+// verdant/transport/message.h
+//
+// Envelope (de)serialisation and payload chunking for wire protocol v1.
+// Models and deltas never travel in one message: a header message carries a
+// PayloadInfo and the bytes follow as Chunk envelopes of at most
+// `chunk_bytes` each, so no frame limit caps the model size.
+//   auto bytes = SerializeEnvelope(env);                 // Result<Bytes>
+//   auto env = ParseEnvelope(frame_plaintext);           // kDataLoss on garbage
+//   auto chunks = MakeChunks(stream_id, payload, 1 << 20);
+//   PayloadAssembler a(info, /*max_payload_bytes=*/1ull << 32);
+//   VERDANT_RETURN_IF_ERROR(a.Add(chunk));  if (a.complete()) Use(a.Take());
+// Thread-safety: functions are reentrant; a PayloadAssembler is not
+// thread-safe (one per stream, on its session's strand).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "verdant/core/status.h"
+#include "verdant/transport/wire.pb.h"
+
+namespace verdant {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr uint32_t kDefaultChunkBytes = 1u << 20;  // 1 MiB per Chunk
+
+using ByteBuffer = std::vector<uint8_t>;
+using SharedBytes = std::shared_ptr<const ByteBuffer>;
+
+Result<ByteBuffer> SerializeEnvelope(const wire::Envelope& env);
+// kDataLoss when the bytes are not an Envelope; kInvalidArgument when the
+// envelope carries no known message type (an unknown oneof field).
+Result<wire::Envelope> ParseEnvelope(std::span<const uint8_t> bytes);
+// Human-readable message type, e.g. "TrainResult" ("unknown" when unset).
+std::string_view MessageTypeName(const wire::Envelope& env);
+
+// Splits `payload` into serialised Chunk envelopes (seq 0..n-1). An empty
+// payload yields no chunks.
+std::vector<SharedBytes> MakeChunkMessages(uint64_t stream_id, std::span<const uint8_t> payload,
+                                           uint32_t chunk_bytes = kDefaultChunkBytes);
+uint32_t NumChunks(uint64_t payload_bytes, uint32_t chunk_bytes = kDefaultChunkBytes);
+
+// Reassembles one payload from its Chunks, enforcing order, stream id and the
+// declared size. Allocation grows with bytes actually received, never with a
+// claimed size.
+class PayloadAssembler {
+ public:
+  // kInvalidArgument (via status()) when `info` declares more than
+  // `max_payload_bytes` or an inconsistent chunk count.
+  PayloadAssembler(const wire::PayloadInfo& info, uint64_t max_payload_bytes);
+  const Status& status() const { return status_; }
+  const wire::PayloadInfo& info() const { return info_; }
+  // kDataLoss for a chunk out of order, of another stream, or overflowing
+  // the declared size.
+  Status Add(const wire::Chunk& chunk);
+  bool complete() const { return status_.ok() && received_chunks_ == info_.num_chunks() &&
+                                 data_.size() == info_.payload_bytes(); }
+  uint64_t bytes_received() const { return data_.size(); }
+  ByteBuffer Take() { return std::move(data_); }
+
+ private:
+  wire::PayloadInfo info_;
+  ByteBuffer data_;
+  uint32_t received_chunks_ = 0;
+  Status status_;
+};
+
+}  // namespace verdant

@@ -1,0 +1,590 @@
+#include "verdant/transport/session.h"
+
+#include <asio.hpp>
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <future>
+#include <charconv>
+#include <list>
+#include <unordered_map>
+
+namespace verdant {
+
+void Session::Send(const wire::Envelope& message) {
+  auto bytes = SerializeEnvelope(message);
+  if (!bytes.ok()) {
+    spdlog::error("session {}: {}", id(), bytes.status().ToString());
+    return;
+  }
+  Send(std::make_shared<const ByteBuffer>(std::move(*bytes)));
+}
+
+Result<std::pair<std::string, uint16_t>> ParseHostPort(const std::string& s) {
+  auto pos = s.rfind(':');
+  if (pos == std::string::npos || pos == 0 || pos + 1 >= s.size()) {
+    return InvalidArgumentError("'" + s + "' is not HOST:PORT");
+  }
+  std::string host = s.substr(0, pos);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  unsigned port = 0;
+  auto [p, ec] = std::from_chars(s.data() + pos + 1, s.data() + s.size(), port);
+  if (ec != std::errc() || p != s.data() + s.size() || port == 0 || port > 65535) {
+    return InvalidArgumentError("'" + s + "': port must be 1..65535");
+  }
+  return std::make_pair(host, static_cast<uint16_t>(port));
+}
+
+namespace {
+
+using asio::ip::tcp;
+
+class SessionImpl;
+
+// Receives session events; owned by the server or the client connection.
+class SessionOwner {
+ public:
+  virtual ~SessionOwner() = default;
+  virtual void Opened(const std::shared_ptr<SessionImpl>& s) = 0;
+  virtual void Message(const std::shared_ptr<SessionImpl>& s, wire::Envelope&& m) = 0;
+  virtual void Closed(const std::shared_ptr<SessionImpl>& s, const Status& reason, bool was_open) = 0;
+};
+
+class SessionImpl final : public Session {
+ public:
+  SessionImpl(SessionId id, tcp::socket socket, const SessionOptions& options,
+              std::unique_ptr<Handshaker> handshaker, SessionOwner* owner)
+      : id_(id),
+        socket_(std::move(socket)),
+        strand_(asio::make_strand(socket_.get_executor())),
+        timer_(strand_),
+        options_(options),
+        handshaker_(std::move(handshaker)),
+        owner_(owner) {
+    std::error_code ec;
+    auto ep = socket_.remote_endpoint(ec);
+    remote_ = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
+    socket_.set_option(tcp::no_delay(true), ec);
+  }
+
+  SessionId id() const override { return id_; }
+  const std::string& peer_id() const override { return peer_id_; }
+  const std::string& peer_key() const override { return peer_key_; }
+  const std::string& remote_address() const override { return remote_; }
+  bool closed() const override { return closed_.load(); }
+  uint64_t bytes_sent() const override { return bytes_sent_.load(); }
+  uint64_t bytes_received() const override { return bytes_received_.load(); }
+  size_t queued_messages() const override { return queued_.load(); }
+
+  std::shared_ptr<SessionImpl> Self() { return std::static_pointer_cast<SessionImpl>(shared_from_this()); }
+
+  void Start() {
+    asio::post(strand_, [self = Self()] { self->DoStart(); });
+  }
+
+  void Send(SharedBytes message) override {
+    if (!message || message->empty()) return;
+    ++queued_;
+    asio::post(strand_, [self = Self(), m = std::move(message)]() mutable {
+      if (self->closing_ || self->closed_) {
+        --self->queued_;
+        return;
+      }
+      self->out_.push_back(Out{std::move(m), false});
+      self->PumpWrites();
+    });
+  }
+
+  void CloseWithError(wire::Error::Code code, const std::string& message) override {
+    wire::Envelope env;
+    env.mutable_error()->set_code(code);
+    env.mutable_error()->set_message(message);
+    auto bytes = SerializeEnvelope(env);
+    asio::post(strand_, [self = Self(), code, message,
+                         b = bytes.ok() ? std::make_shared<const ByteBuffer>(std::move(*bytes)) : nullptr] {
+      if (self->closing_ || self->closed_) return;
+      if (b && self->records_) {
+        ++self->queued_;
+        self->out_.push_back(Out{b, false});
+      }
+      self->BeginGracefulClose(Status(StatusCode::kAborted, message));
+    });
+  }
+
+  void Close(const Status& reason) override {
+    asio::post(strand_, [self = Self(), reason] { self->BeginGracefulClose(reason); });
+  }
+
+  // Immediate close (server stop): cancels pending I/O.
+  void Abort(const Status& reason) {
+    asio::post(strand_, [self = Self(), reason] { self->Fail(reason); });
+  }
+
+ private:
+  struct Out {
+    SharedBytes bytes;
+    bool raw;  // handshake frame: not protected by the record layer
+  };
+
+  void DoStart() {
+    if (options_.handshake_timeout.count() > 0) {
+      timer_.expires_after(options_.handshake_timeout);
+      timer_.async_wait([self = Self()](const std::error_code& ec) {
+        if (!ec && !self->records_) {
+          self->Fail(DeadlineExceededError("handshake did not complete within " +
+                                           std::to_string(ToSeconds(self->options_.handshake_timeout)) + " s"));
+        }
+      });
+    }
+    auto frames = handshaker_->Start();
+    if (!frames.ok()) return Fail(frames.status().WithContext("handshake"));
+    for (auto& f : *frames) QueueRaw(std::move(f));
+    if (!MaybeFinishHandshake()) return;
+    ReadHeader();
+  }
+
+  void QueueRaw(ByteBuffer frame) {
+    ++queued_;
+    out_.push_back(Out{std::make_shared<const ByteBuffer>(std::move(frame)), true});
+    PumpWrites();
+  }
+
+  // Returns false if the session failed.
+  bool MaybeFinishHandshake() {
+    if (records_ || !handshaker_->Done()) return true;
+    auto outcome = handshaker_->Finish();
+    if (!outcome.ok()) {
+      Fail(outcome.status().WithContext("handshake"));
+      return false;
+    }
+    records_ = std::move(outcome->records);
+    peer_id_ = std::move(outcome->peer_id);
+    peer_key_ = std::move(outcome->peer_key);
+    handshaker_.reset();
+    timer_.cancel();
+    open_ = true;
+    owner_->Opened(Self());
+    ArmIdleTimer();
+    PumpWrites();
+    return !closed_;
+  }
+
+  void ArmIdleTimer() {
+    if (options_.idle_timeout.count() <= 0 || closed_ || closing_) return;
+    timer_.expires_after(options_.idle_timeout);
+    timer_.async_wait([self = Self()](const std::error_code& ec) {
+      if (ec) return;  // re-armed or cancelled
+      self->Fail(DeadlineExceededError("no message for " +
+                                       std::to_string(ToSeconds(self->options_.idle_timeout)) + " s"));
+    });
+  }
+
+  void ReadHeader() {
+    asio::async_read(socket_, asio::buffer(header_),
+                     asio::bind_executor(strand_, [self = Self()](const std::error_code& ec, size_t n) {
+                       self->OnHeader(ec, n);
+                     }));
+  }
+
+  void OnHeader(const std::error_code& ec, size_t n) {
+    if (closed_) return;
+    if (ec) {
+      if (closing_) return Fail(close_reason_);
+      if (ec == asio::error::eof) return Fail(UnavailableError("peer closed the connection"));
+      return Fail(UnavailableError("read failed: " + ec.message()));
+    }
+    bytes_received_ += n;
+    uint32_t len = ReadFrameHeader(header_.data());
+    Status st = CheckFrameLength(len, options_.max_frame_bytes);
+    if (!st.ok()) return Fail(st);
+    frame_.resize(len);
+    asio::async_read(socket_, asio::buffer(frame_),
+                     asio::bind_executor(strand_, [self = Self()](const std::error_code& ec, size_t n) {
+                       self->OnFrame(ec, n);
+                     }));
+  }
+
+  void OnFrame(const std::error_code& ec, size_t n) {
+    if (closed_) return;
+    if (ec) {
+      if (closing_) return Fail(close_reason_);
+      if (ec == asio::error::eof) return Fail(DataLossError("connection closed in the middle of a frame"));
+      return Fail(UnavailableError("read failed: " + ec.message()));
+    }
+    bytes_received_ += n;
+    if (!records_) {
+      auto frames = handshaker_->OnFrame(frame_);
+      if (!frames.ok()) return Fail(frames.status().WithContext("handshake"));
+      for (auto& f : *frames) QueueRaw(std::move(f));
+      if (!MaybeFinishHandshake()) return;
+    } else {
+      Status st = records_->Open(frame_, plain_);
+      if (!st.ok()) return Fail(st.WithContext("record"));
+      auto env = ParseEnvelope(plain_);
+      if (!env.ok()) return Fail(env.status());
+      ArmIdleTimer();
+      if (!closing_) {
+        owner_->Message(Self(), std::move(*env));
+      }
+      if (closed_) return;
+    }
+    if (frame_.capacity() > (1u << 20)) ByteBuffer().swap(frame_);  // don't pin big buffers
+    ReadHeader();
+  }
+
+  void PumpWrites() {
+    if (writing_ || closed_) return;
+    if (out_.empty()) {
+      if (closing_) Finish(close_reason_);
+      return;
+    }
+    Out& o = out_.front();
+    if (!o.raw && !records_) return;  // wait for the handshake
+    if (o.raw) {
+      wbuf_.clear();
+      Status st = AppendFrame(*o.bytes, wbuf_, options_.max_frame_bytes);
+      if (!st.ok()) return Fail(st);
+    } else {
+      Status st = records_->Seal(*o.bytes, sealed_);
+      if (!st.ok()) return Fail(st.WithContext("seal"));
+      wbuf_.clear();
+      st = AppendFrame(sealed_, wbuf_, options_.max_frame_bytes);
+      if (!st.ok()) return Fail(st);
+    }
+    out_.pop_front();
+    --queued_;
+    writing_ = true;
+    asio::async_write(socket_, asio::buffer(wbuf_),
+                      asio::bind_executor(strand_, [self = Self()](const std::error_code& ec, size_t n) {
+                        self->writing_ = false;
+                        if (ec) return self->Fail(UnavailableError("write failed: " + ec.message()));
+                        self->bytes_sent_ += n;
+                        if (self->wbuf_.capacity() > (4u << 20)) ByteBuffer().swap(self->wbuf_);
+                        self->PumpWrites();
+                      }));
+  }
+
+  void BeginGracefulClose(const Status& reason) {
+    if (closing_ || closed_) return;
+    closing_ = true;
+    close_reason_ = reason;
+    PumpWrites();
+  }
+
+  // Half-closes after flushing, so the peer reads everything we sent.
+  // The socket closes when the peer answers with EOF, or after a grace period
+  // (closing with unread input would reset the connection and could destroy
+  // the Error message we just sent).
+  void Finish(const Status& reason) {
+    if (closed_ || half_closed_) return;
+    half_closed_ = true;
+    std::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    timer_.expires_after(std::chrono::seconds(2));
+    timer_.async_wait([self = Self(), reason](const std::error_code& e) {
+      if (!e) self->Fail(reason);
+    });
+  }
+
+  void Fail(const Status& reason) {
+    if (closed_) return;
+    closed_ = true;
+    std::error_code ec;
+    timer_.cancel();
+    socket_.close(ec);
+    queued_ -= out_.size();
+    out_.clear();
+    owner_->Closed(Self(), reason, open_);
+  }
+
+  const SessionId id_;
+  tcp::socket socket_;
+  asio::strand<asio::any_io_executor> strand_;
+  asio::steady_timer timer_;
+  SessionOptions options_;
+  std::unique_ptr<Handshaker> handshaker_;
+  std::unique_ptr<RecordLayer> records_;
+  SessionOwner* owner_;
+  std::string peer_id_, peer_key_, remote_;
+  std::array<uint8_t, kFrameHeaderBytes> header_{};
+  ByteBuffer frame_, plain_, sealed_, wbuf_;
+  std::deque<Out> out_;
+  bool writing_ = false;
+  bool closing_ = false;
+  bool half_closed_ = false;
+  bool open_ = false;
+  Status close_reason_;
+  std::atomic<bool> closed_{false};
+  std::atomic<uint64_t> bytes_sent_{0}, bytes_received_{0};
+  std::atomic<size_t> queued_{0};
+};
+
+// ---------------------------------------------------------------------------
+
+class TcpServerImpl final : public TcpServer, public SessionOwner {
+ public:
+  TcpServerImpl(const Options& options, SessionHandler& handler)
+      : options_(options), handler_(handler), acceptor_(io_) {}
+
+  ~TcpServerImpl() override { Stop(); }
+
+  Status Bind() {
+    std::error_code ec;
+    auto addr = asio::ip::make_address(options_.host, ec);
+    if (ec) return InvalidArgumentError("bad listen address '" + options_.host + "': " + ec.message());
+    tcp::endpoint ep(addr, options_.port);
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(ep, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return UnavailableError("cannot listen on " + options_.host + ":" + std::to_string(options_.port) +
+                              ": " + ec.message());
+    }
+    port_ = acceptor_.local_endpoint().port();
+    Accept();
+    int n = std::max(1, options_.threads);
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { io_.run(); });
+    return OkStatus();
+  }
+
+  uint16_t port() const override { return port_; }
+
+  size_t session_count() const override {
+    std::lock_guard<std::mutex> l(mu_);
+    return sessions_.size();
+  }
+
+  void Stop() override {
+    bool expected = false;
+    if (!stopping_.compare_exchange_strong(expected, true)) {
+      JoinThreads();
+      return;
+    }
+    asio::post(io_, [this] {
+      std::error_code ec;
+      acceptor_.close(ec);
+    });
+    std::vector<std::shared_ptr<SessionImpl>> all;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (auto& [id, s] : sessions_) all.push_back(s);
+    }
+    for (auto& s : all) s->Abort(CancelledError("server shutting down"));
+    // Wait (bounded) for sessions to report closed, then stop the loop.
+    for (int i = 0; i < 200; ++i) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (sessions_.empty()) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    work_.reset();
+    io_.stop();
+    JoinThreads();
+  }
+
+  void Opened(const std::shared_ptr<SessionImpl>& s) override { handler_.OnSessionOpen(s); }
+  void Message(const std::shared_ptr<SessionImpl>& s, wire::Envelope&& m) override {
+    handler_.OnMessage(s, std::move(m));
+  }
+  void Closed(const std::shared_ptr<SessionImpl>& s, const Status& reason, bool was_open) override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      sessions_.erase(s->id());
+    }
+    if (was_open) {
+      handler_.OnSessionClosed(s, reason);
+    } else {
+      spdlog::info("connection {} from {} dropped before the handshake completed: {}", s->id(),
+                   s->remote_address(), reason.ToString());
+    }
+  }
+
+ private:
+  void Accept() {
+    acceptor_.async_accept([this](const std::error_code& ec, tcp::socket socket) {
+      if (ec) {
+        if (ec == asio::error::operation_aborted || stopping_) return;
+        spdlog::warn("accept failed: {}", ec.message());
+        // Back off briefly on resource exhaustion (EMFILE) instead of spinning.
+        auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(50));
+        t->async_wait([this, t](const std::error_code&) { Accept(); });
+        return;
+      }
+      if (stopping_) return;
+      std::shared_ptr<SessionImpl> s;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (sessions_.size() >= options_.max_sessions) {
+          std::error_code ignored;
+          socket.close(ignored);
+        } else {
+          s = std::make_shared<SessionImpl>(++next_id_, std::move(socket), options_.session,
+                                            options_.handshaker(), this);
+          sessions_[s->id()] = s;
+        }
+      }
+      if (s) s->Start();
+      Accept();
+    });
+  }
+
+  void JoinThreads() {
+    for (auto& t : threads_) {
+      if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+    }
+    threads_.clear();
+  }
+
+  Options options_;
+  SessionHandler& handler_;
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_{io_.get_executor()};
+  tcp::acceptor acceptor_;
+  uint16_t port_ = 0;
+  std::vector<std::thread> threads_;
+  mutable std::mutex mu_;
+  std::unordered_map<SessionId, std::shared_ptr<SessionImpl>> sessions_;
+  SessionId next_id_ = 0;
+  std::atomic<bool> stopping_{false};
+};
+
+// ---------------------------------------------------------------------------
+
+class ClientConnectionImpl final : public ClientConnection, public SessionOwner {
+ public:
+  ClientConnectionImpl() = default;
+  ~ClientConnectionImpl() override {
+    Close();
+    work_.reset();
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  Status Connect(const std::string& host, uint16_t port, const Options& options) {
+    thread_ = std::thread([this] { io_.run(); });
+    std::error_code ec;
+    tcp::resolver resolver(io_);
+    auto endpoints = resolver.resolve(host, std::to_string(port), ec);
+    if (ec) return UnavailableError("cannot resolve " + host + ": " + ec.message());
+    tcp::socket socket(io_);
+    // Connect with a timeout: async connect + wait on a future.
+    std::promise<std::error_code> done;
+    auto fut = done.get_future();
+    asio::async_connect(socket, endpoints,
+                        [&done](const std::error_code& e, const tcp::endpoint&) { done.set_value(e); });
+    if (fut.wait_for(options.connect_timeout) != std::future_status::ready) {
+      asio::post(io_, [&socket] {
+        std::error_code ignored;
+        socket.close(ignored);
+      });
+      fut.wait();
+      return UnavailableError("connecting to " + host + ":" + std::to_string(port) + " timed out");
+    }
+    ec = fut.get();
+    if (ec) {
+      return UnavailableError("cannot connect to " + host + ":" + std::to_string(port) + ": " + ec.message());
+    }
+    session_ = std::make_shared<SessionImpl>(1, std::move(socket), options.session,
+                                             options.handshaker(), this);
+    session_->Start();
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [this] { return opened_ || closed_; });
+    if (!opened_) return close_reason_;
+    return OkStatus();
+  }
+
+  Status Send(const wire::Envelope& message) override {
+    auto bytes = SerializeEnvelope(message);
+    if (!bytes.ok()) return bytes.status();
+    return Send(std::make_shared<const ByteBuffer>(std::move(*bytes)));
+  }
+
+  Status Send(SharedBytes message) override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (closed_) return UnavailableError("connection closed: " + close_reason_.ToString());
+    }
+    session_->Send(std::move(message));
+    return OkStatus();
+  }
+
+  Result<wire::Envelope> Receive(Duration timeout) override {
+    std::unique_lock<std::mutex> l(mu_);
+    if (!cv_.wait_for(l, timeout, [this] { return !inbox_.empty() || closed_; })) {
+      return DeadlineExceededError("no message within " + std::to_string(ToSeconds(timeout)) + " s");
+    }
+    if (!inbox_.empty()) {
+      auto m = std::move(inbox_.front());
+      inbox_.pop_front();
+      return m;
+    }
+    return UnavailableError("connection closed: " + close_reason_.ToString());
+  }
+
+  Status Flush(Duration timeout) override {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (session_->queued_messages() > 0) {
+      if (session_->closed()) return UnavailableError("connection closed before the data was sent");
+      if (std::chrono::steady_clock::now() > deadline) return DeadlineExceededError("flush timed out");
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return OkStatus();
+  }
+
+  void Close() override {
+    if (!session_) return;
+    session_->Close(CancelledError("closed by client"));
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::seconds(5), [this] { return closed_; });
+  }
+
+  const Session& session() const override { return *session_; }
+
+  void Opened(const std::shared_ptr<SessionImpl>&) override {
+    std::lock_guard<std::mutex> l(mu_);
+    opened_ = true;
+    cv_.notify_all();
+  }
+  void Message(const std::shared_ptr<SessionImpl>&, wire::Envelope&& m) override {
+    std::lock_guard<std::mutex> l(mu_);
+    inbox_.push_back(std::move(m));
+    cv_.notify_all();
+  }
+  void Closed(const std::shared_ptr<SessionImpl>&, const Status& reason, bool) override {
+    std::lock_guard<std::mutex> l(mu_);
+    closed_ = true;
+    close_reason_ = reason;
+    cv_.notify_all();
+  }
+
+ private:
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_{io_.get_executor()};
+  std::thread thread_;
+  std::shared_ptr<SessionImpl> session_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<wire::Envelope> inbox_;
+  bool opened_ = false;
+  bool closed_ = false;
+  Status close_reason_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<TcpServer>> TcpServer::Start(const Options& options, SessionHandler& handler) {
+  auto s = std::make_unique<TcpServerImpl>(options, handler);
+  VERDANT_RETURN_IF_ERROR(s->Bind());
+  return std::unique_ptr<TcpServer>(std::move(s));
+}
+
+Result<std::unique_ptr<ClientConnection>> ClientConnection::Connect(const std::string& host, uint16_t port,
+                                                                    const Options& options) {
+  auto c = std::make_unique<ClientConnectionImpl>();
+  VERDANT_RETURN_IF_ERROR(c->Connect(host, port, options));
+  return std::unique_ptr<ClientConnection>(std::move(c));
+}
+
+}  // namespace verdant
