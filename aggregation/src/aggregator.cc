@@ -3,9 +3,14 @@
 #include <cmath>
 #include <string>
 
+#include "kernels.h"
 #include "verdant/core/parameter_vector.h"
 
 namespace verdant {
+namespace internal {
+Status RegisterRobustAggregators(Registry<Aggregator>& reg);  // robust.cc
+}  // namespace internal
+
 
 Status UpdateView::DecodeInto(std::span<float> out) const {
   if (codec != nullptr) return codec->Decode(encoded, out);
@@ -32,6 +37,21 @@ Status WeightedMeanAggregator::Add(const UpdateView& update, double weight) {
     return InvalidArgumentError("weight must be finite and non-negative");
   }
   if (update.codec != nullptr) {
+    if (dynamic_cast<const IdentityCodec*>(update.codec) != nullptr) {
+      // Fast path for the identity format (little-endian float32, see
+      // codec.h): one vectorised check, one vectorised fold.
+      if (update.encoded.size() != num_params_ * sizeof(float)) {
+        return DataLossError("identity payload has " + std::to_string(update.encoded.size()) +
+                             " bytes, expected " + std::to_string(num_params_ * sizeof(float)));
+      }
+      if (!internal::AllFiniteBytes(update.encoded.data(), num_params_)) {
+        return DataLossError("update holds NaN or Inf");
+      }
+      internal::AxpyBytes(static_cast<float>(weight), update.encoded.data(), sum_.data(), num_params_);
+      total_weight_ += weight;
+      ++count_;
+      return OkStatus();
+    }
     // Validate first so a malformed or non-finite update never touches sum_.
     VERDANT_RETURN_IF_ERROR(update.codec->Validate(update.encoded, num_params_));
     VERDANT_RETURN_IF_ERROR(
@@ -41,11 +61,11 @@ Status WeightedMeanAggregator::Add(const UpdateView& update, double weight) {
       return InvalidArgumentError("update has " + std::to_string(update.values.size()) +
                                   " values, the model has " + std::to_string(num_params_));
     }
-    if (!AllFinite(update.values)) return DataLossError("update holds NaN or Inf");
-    const float w = static_cast<float>(weight);
-    const float* x = update.values.data();
-    float* s = sum_.data();
-    for (size_t i = 0; i < num_params_; ++i) s[i] += w * x[i];
+    // Check everything first, so a bad update never touches the sum.
+    if (!internal::AllFiniteFast(update.values.data(), num_params_)) {
+      return DataLossError("update holds NaN or Inf");
+    }
+    internal::Axpy(static_cast<float>(weight), update.values.data(), sum_.data(), num_params_);
   }
   total_weight_ += weight;
   ++count_;
@@ -68,6 +88,7 @@ Registry<Aggregator>& AggregatorRegistry() {
        VERDANT_RETURN_IF_ERROR(o.CheckAllUsed("aggregator 'mean'"));
        return std::unique_ptr<Aggregator>(std::make_unique<WeightedMeanAggregator>());
      }).IgnoreError();
+    internal::RegisterRobustAggregators(*r).IgnoreError();
     return r;
   }();
   return *reg;

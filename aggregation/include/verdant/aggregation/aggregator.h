@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -62,6 +63,9 @@ class Aggregator {
   // The aggregate. kFailedPrecondition when nothing was added or all weights
   // were zero.
   virtual Result<std::vector<float>> Finish() = 0;
+  // Figures about the last Finish (e.g. which update Krum picked), for the
+  // round report. Default: none.
+  virtual std::map<std::string, double> Metrics() const { return {}; }
 
  protected:
   Aggregator() = default;
@@ -89,7 +93,9 @@ class WeightedMeanAggregator final : public Aggregator {
   bool begun_ = false;
 };
 
-// Registry of aggregators ("mean" built in).
+// Registry of aggregators: "mean" (streaming), and the buffered robust
+// reducers "median", "trimmedmean" (option beta), "krum" (option f) and
+// "multikrum" (options f, m) declared in robust.h.
 Registry<Aggregator>& AggregatorRegistry();
 Result<std::unique_ptr<Aggregator>> CreateAggregator(const std::string& name,
                                                      const OptionMap& options);

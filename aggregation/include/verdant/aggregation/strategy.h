@@ -8,11 +8,16 @@
 //   VERDANT_RETURN_IF_ERROR((*s)->BeginRound(round, global));
 //   for (each result as it arrives) (*s)->AddResult(result);  // streaming
 //   auto next = (*s)->FinishRound(round, global, failures);   // new model or nullopt
+//   auto metrics = (*s)->RoundMetrics();   // e.g. {"dp_epsilon", 1.7}
+// Built-ins (CreateStrategy names): fedavg, fedavgm, fedprox, fedadagrad,
+// fedadam, fedyogi, median, trimmedmean, krum, multikrum, dp-fedavg (dp.h);
+// docs/strategies.md lists their options, defaults and references.
 // Thread-safety: not thread-safe; the coordinator calls it from its round
 // thread only.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -75,9 +80,17 @@ class Strategy {
   virtual Result<std::optional<ParameterVector>> FinishRound(
       RoundId round, const ParameterVector& global, std::span<const ClientFailure> failures) = 0;
 
-  // Opaque state for checkpoints and resume.
+  // Opaque state for checkpoints and resume (optimizer moments, momentum,
+  // privacy accountant). RestoreState(SaveState()) on a strategy created
+  // with the same name and options continues the run exactly, and a second
+  // SaveState is byte-identical. kDataLoss on malformed state,
+  // kInvalidArgument on another strategy's state.
   virtual Result<std::string> SaveState() const { return std::string(); }
   virtual Status RestoreState(std::string_view state) { return OkStatus(); }
+
+  // Figures about the last FinishRound for the round report (names in
+  // snake_case, e.g. "aggregated_updates", "dp_epsilon"). Default: none.
+  virtual std::map<std::string, double> RoundMetrics() const { return {}; }
 
  protected:
   Strategy() = default;
@@ -86,6 +99,11 @@ class Strategy {
 // FedAvg (McMahan et al. 2017): example-weighted streaming mean of the
 // deltas, applied by a ServerOptimizer (plain SGD with lr 1 by default, which
 // is exactly FedAvg). Options: local_epochs, batch_size, lr, server_lr.
+// The same class, with another Aggregator and/or ServerOptimizer, is
+// fedavgm, fedprox, fedadagrad, fedadam, fedyogi, median, trimmedmean, krum
+// and multikrum. Updates of every client share one aggregate; a round whose
+// aggregate cannot be formed (no update, all weights zero, too few updates
+// for the rule) keeps the model.
 class FedAvgStrategy : public Strategy {
  public:
   FedAvgStrategy(TrainConfig train, std::unique_ptr<Aggregator> aggregator,
@@ -98,20 +116,30 @@ class FedAvgStrategy : public Strategy {
   Result<std::optional<ParameterVector>> FinishRound(
       RoundId round, const ParameterVector& global,
       std::span<const ClientFailure> failures) override;
-  Result<std::string> SaveState() const override { return optimizer_->SaveState(); }
-  Status RestoreState(std::string_view state) override { return optimizer_->RestoreState(state); }
+  // State: the server optimizer's (momentum, moments), tagged with the
+  // strategy's name.
+  Result<std::string> SaveState() const override;
+  Status RestoreState(std::string_view state) override;
+  // aggregated_updates, rejected_updates, failed_clients, model_updated
+  // (0/1), plus the aggregator's own figures (e.g. krum_selected).
+  std::map<std::string, double> RoundMetrics() const override { return metrics_; }
+  const ServerOptimizer& optimizer() const { return *optimizer_; }
 
  protected:
   TrainConfig train_;
   std::unique_ptr<Aggregator> aggregator_;
   std::unique_ptr<ServerOptimizer> optimizer_;
   std::string name_;
+  size_t rejected_ = 0;
+  std::map<std::string, double> metrics_;
 };
 
 // Reads the common training options (local_epochs, batch_size, lr, mu,
 // max_examples) from `options`.
 Result<TrainConfig> TrainConfigFromOptions(const OptionMap& options);
 
+// The process-wide strategy registry with the built-ins registered; plug-ins
+// add theirs through RegisterAggregationPluginKinds (plugins.h).
 Registry<Strategy>& StrategyRegistry();
 // kInvalidArgument listing the registered names for an unknown name, or
 // naming a bad/unknown option.
