@@ -68,7 +68,29 @@ Registry<UpdateCodec>& CodecRegistry();
 // Creates a codec from its spec string: "identity", "name:arg" (e.g.
 // "topk:0.05"), or a '+'-separated composition. kInvalidArgument naming the
 // valid codecs for an unknown name or a bad argument.
+//
+// Built-in specs (see docs/compression.md for byte formats and error bounds):
+//   identity                       float32, 4 bytes/value
+//   fp16                           IEEE binary16, round-to-nearest-even
+//   int8[:chunk=N]                 stochastic 8-bit, one float scale per N values (1024)
+//   int4[:chunk=N]                 stochastic 4-bit, one float scale per N values (1024)
+//   qsgd:<levels>[,chunk=N]        QSGD, L2 norm per N values (512), 1 <= levels <= 32767
+//   topk:<fraction>[+<codec>]      the ceil(fraction*n) largest magnitudes, 0 < fraction <= 1;
+//                                  kept values coded by <codec> (default identity)
+// Arguments are "value" or "key=value" items separated by ','; e.g.
+// "int8:chunk=512", "qsgd:levels=16,chunk=256", "topk:0.1+int8".
+// Composition: only topk takes a following codec, and that codec must be a
+// dense one (not topk).
 Result<std::unique_ptr<UpdateCodec>> CreateCodec(std::string_view spec);
+
+// Multi-line help text listing every valid codec spec (built-ins with their
+// arguments, then any plug-in names), for CLI --help and error messages.
+std::string DescribeCodecs();
+
+// The registry names a spec uses, in order: "topk:0.1+int8:chunk=512" ->
+// {"topk", "int8"}. For handshake checks ("does the client offer every
+// codec this run needs?"); no validation beyond splitting.
+std::vector<std::string> CodecNamesInSpec(std::string_view spec);
 
 // Identity: little-endian float32, 4 bytes per value.
 class IdentityCodec final : public UpdateCodec {
