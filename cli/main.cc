@@ -1,1 +1,3 @@
-int main() { return 0; }
+#include "verdant/cli/cli.h"
+
+int main(int argc, char** argv) { return verdant::RunCli(argc, argv); }

@@ -1,0 +1,447 @@
+#include "verdant/cli/cli.h"
+
+#include <CLI/CLI.hpp>
+#include <spawn.h>
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+#include <toml++/toml.h>
+
+#include "common.h"
+#include "verdant/client/client_loop.h"
+#include "verdant/client/dataset.h"
+#include "verdant/client/model_zoo.h"
+#include "verdant/client/partition.h"
+#include "verdant/client/torch_local_trainer.h"
+#include "verdant/client/trainer.h"
+
+extern char** environ;
+
+namespace verdant {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitInterrupted = 130;
+
+int Report(const Status& st, int code = kExitFailure) {
+  std::fprintf(stderr, "verdant: %s\n", st.ToString().c_str());
+  return code;
+}
+
+int ExitFor(const Status& st) {
+  if (st.ok()) return kExitOk;
+  if (st.code() == StatusCode::kCancelled || cli::Interrupted()) return Report(st, kExitInterrupted);
+  if (st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kNotFound) return Report(st, kExitUsage);
+  return Report(st);
+}
+
+// "i/n" -> {i, n}.
+Result<std::pair<size_t, size_t>> ParseShard(const std::string& s) {
+  auto slash = s.find('/');
+  if (slash == std::string::npos) return InvalidArgumentError("--shard must be INDEX/COUNT, e.g. 0/10");
+  try {
+    size_t i = std::stoul(s.substr(0, slash)), n = std::stoul(s.substr(slash + 1));
+    if (n == 0 || i >= n) return InvalidArgumentError("--shard " + s + ": need 0 <= INDEX < COUNT");
+    return std::make_pair(i, n);
+  } catch (...) {
+    return InvalidArgumentError("--shard must be INDEX/COUNT, e.g. 0/10");
+  }
+}
+
+// ---- client -------------------------------------------------------------------
+
+struct ClientArgs {
+  std::string server = "127.0.0.1:7070";
+  std::string name;
+  std::string data_dir = DefaultFashionMnistDir();
+  std::string partition = "iid";
+  std::string shard = "0/1";
+  uint64_t seed = 1;
+  size_t max_examples = 0;
+  int max_reconnects = 5;
+  std::string log_level = "info";
+  std::string log_file;
+};
+
+Status RunClient(const ClientArgs& a) {
+  VERDANT_RETURN_IF_ERROR(cli::ConfigureLogging(a.log_level, a.log_file));
+  VERDANT_ASSIGN_OR_RETURN(auto hp, ParseHostPort(a.server));
+  VERDANT_ASSIGN_OR_RETURN(auto shard, ParseShard(a.shard));
+  VERDANT_RETURN_IF_ERROR(cli::CheckDataDir(a.data_dir));
+  ConfigureTorchThreads(1);
+  VERDANT_ASSIGN_OR_RETURN(Dataset train, LoadFashionMnist(a.data_dir, "train"));
+  VERDANT_ASSIGN_OR_RETURN(auto idx, PartitionIndices(a.partition, train.labels, 10, shard.second, shard.first, a.seed));
+  if (a.max_examples > 0 && idx.size() > a.max_examples) idx.resize(a.max_examples);
+  Dataset mine = Subset(train, idx);
+  train = Dataset();
+  spdlog::info("client {}: shard {} of {} ({}, seed {}): {} examples", a.name, shard.first, shard.second, a.partition,
+               a.seed, mine.size());
+  VERDANT_ASSIGN_OR_RETURN(auto trainer, TorchLocalTrainer::Create(std::move(mine)));
+  ClientLoopOptions o;
+  o.host = hp.first;
+  o.port = hp.second;
+  o.name = a.name.empty() ? "client-" + std::to_string(shard.first) : a.name;
+  o.max_reconnects = a.max_reconnects;
+  o.seed = a.seed * 1000003 + shard.first;
+  ClientLoop loop(o, *trainer);
+  cli::SetStopCallback([&loop] { loop.Stop(); });
+  Status st = loop.Run();
+  cli::SetStopCallback(nullptr);
+  return st;
+}
+
+// ---- server (TOML) -------------------------------------------------------------
+
+template <typename T>
+Result<T> TomlGet(const toml::table& t, std::string_view key, T fallback, const std::string& where) {
+  auto node = t[key];
+  if (!node) return fallback;
+  if (auto v = node.value<T>()) return *v;
+  return InvalidArgumentError(where + "." + std::string(key) + " has the wrong type");
+}
+
+// Every key of a TOML table except `name`, as strings, for an OptionMap.
+OptionMap TableOptions(const toml::table* t) {
+  OptionMap o;
+  if (t == nullptr) return o;
+  for (const auto& [k, v] : *t) {
+    std::string key(k.str());
+    if (key == "name") continue;
+    if (auto s = v.value<std::string>()) o.Set(key, *s);
+    else if (auto i = v.value<int64_t>()) o.Set(key, std::to_string(*i));
+    else if (auto d = v.value<double>()) o.Set(key, std::to_string(*d));
+    else if (auto b = v.value<bool>()) o.Set(key, *b ? "true" : "false");
+  }
+  return o;
+}
+
+Status CheckKeys(const toml::table* t, std::initializer_list<std::string_view> allowed, const std::string& where) {
+  if (t == nullptr) return OkStatus();
+  for (const auto& [k, v] : *t) {
+    bool ok = false;
+    for (auto a : allowed) ok |= (k.str() == a);
+    if (!ok) {
+      std::string list;
+      for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+      return InvalidArgumentError("unknown key '" + std::string(k.str()) + "' in [" + where + "] (known: " + list + ")");
+    }
+  }
+  return OkStatus();
+}
+
+Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
+  toml::table cfg;
+  try {
+    cfg = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    std::string msg = std::string(e.description());
+    if (e.source().begin) msg += " (line " + std::to_string(e.source().begin.line) + ")";
+    return InvalidArgumentError(path + ": " + msg);
+  }
+  for (const auto& [k, v] : cfg) {
+    std::string key(k.str());
+    if (key != "server" && key != "run" && key != "strategy" && key != "selector") {
+      return InvalidArgumentError(path + ": unknown section [" + key + "] (known: server, run, strategy, selector)");
+    }
+  }
+  cli::ServeSetup s;
+  const toml::table* server = cfg["server"].as_table();
+  const toml::table* run = cfg["run"].as_table();
+  VERDANT_RETURN_IF_ERROR(CheckKeys(server, {"listen", "threads", "max_frame_bytes"}, "server"));
+  VERDANT_RETURN_IF_ERROR(CheckKeys(run, {"rounds", "min_clients", "clients_per_round", "round_timeout_s",
+                                          "wait_for_clients_s", "seed", "out", "model", "codec", "data_dir",
+                                          "eval_examples", "run_id"},
+                                    "run"));
+  toml::table empty;
+  const toml::table& sv = server ? *server : empty;
+  const toml::table& rn = run ? *run : empty;
+  VERDANT_ASSIGN_OR_RETURN(std::string listen, TomlGet<std::string>(sv, "listen", "0.0.0.0:7070", "server"));
+  VERDANT_ASSIGN_OR_RETURN(auto hp, ParseHostPort(listen));
+  s.tcp.host = hp.first;
+  s.tcp.port = hp.second;
+  VERDANT_ASSIGN_OR_RETURN(int64_t threads, TomlGet<int64_t>(sv, "threads", 2, "server"));
+  if (threads < 1 || threads > 64) return InvalidArgumentError("server.threads must be 1..64");
+  s.tcp.threads = static_cast<int>(threads);
+  auto& c = s.coordinator;
+  VERDANT_ASSIGN_OR_RETURN(int64_t rounds, TomlGet<int64_t>(rn, "rounds", 10, "run"));
+  VERDANT_ASSIGN_OR_RETURN(int64_t min_clients, TomlGet<int64_t>(rn, "min_clients", 2, "run"));
+  VERDANT_ASSIGN_OR_RETURN(int64_t per_round, TomlGet<int64_t>(rn, "clients_per_round", 0, "run"));
+  VERDANT_ASSIGN_OR_RETURN(double round_timeout, TomlGet<double>(rn, "round_timeout_s", 300.0, "run"));
+  VERDANT_ASSIGN_OR_RETURN(double wait_clients, TomlGet<double>(rn, "wait_for_clients_s", 600.0, "run"));
+  VERDANT_ASSIGN_OR_RETURN(int64_t seed, TomlGet<int64_t>(rn, "seed", 1, "run"));
+  VERDANT_ASSIGN_OR_RETURN(c.out_dir, TomlGet<std::string>(rn, "out", "verdant-run", "run"));
+  VERDANT_ASSIGN_OR_RETURN(c.model_name, TomlGet<std::string>(rn, "model", "mlp", "run"));
+  VERDANT_ASSIGN_OR_RETURN(c.uplink_codec, TomlGet<std::string>(rn, "codec", "identity", "run"));
+  VERDANT_ASSIGN_OR_RETURN(c.run_id, TomlGet<std::string>(rn, "run_id", "run", "run"));
+  VERDANT_ASSIGN_OR_RETURN(s.data_dir, TomlGet<std::string>(rn, "data_dir", DefaultFashionMnistDir(), "run"));
+  VERDANT_ASSIGN_OR_RETURN(int64_t eval_examples, TomlGet<int64_t>(rn, "eval_examples", 0, "run"));
+  if (rounds < 1) return InvalidArgumentError("run.rounds must be >= 1");
+  if (min_clients < 1) return InvalidArgumentError("run.min_clients must be >= 1");
+  if (per_round < 0) return InvalidArgumentError("run.clients_per_round must be >= 0");
+  if (!(round_timeout > 0) || !(wait_clients > 0)) return InvalidArgumentError("timeouts must be > 0");
+  if (eval_examples < 0) return InvalidArgumentError("run.eval_examples must be >= 0");
+  c.rounds = static_cast<uint64_t>(rounds);
+  c.min_clients = static_cast<size_t>(min_clients);
+  c.clients_per_round = static_cast<size_t>(per_round);
+  c.round_timeout = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(round_timeout));
+  c.wait_for_clients = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(wait_clients));
+  c.seed = static_cast<uint64_t>(seed);
+  s.init_seed = c.seed;
+  s.eval_examples = static_cast<size_t>(eval_examples);
+  if (const toml::table* st = cfg["strategy"].as_table()) {
+    VERDANT_ASSIGN_OR_RETURN(s.strategy, TomlGet<std::string>(*st, "name", "fedavg", "strategy"));
+    s.strategy_options = TableOptions(st);
+  }
+  if (const toml::table* se = cfg["selector"].as_table()) {
+    VERDANT_ASSIGN_OR_RETURN(s.selector, TomlGet<std::string>(*se, "name", "random", "selector"));
+    s.selector_options = TableOptions(se);
+  }
+  return s;
+}
+
+// ---- demo -----------------------------------------------------------------------
+
+struct DemoArgs {
+  size_t clients = 10;
+  uint64_t rounds = 20;
+  size_t clients_per_round = 0;
+  std::string model = "mlp";
+  std::string partition = "iid";
+  uint64_t seed = 1;
+  uint16_t port = 0;
+  std::string out = "verdant-demo";
+  std::string strategy = "fedavg";
+  std::string codec = "identity";
+  uint32_t local_epochs = 1;
+  uint32_t batch_size = 32;
+  double lr = 0.05;
+  size_t max_examples = 0;
+  size_t eval_examples = 0;
+  double round_timeout = 300;
+  std::string data_dir = DefaultFashionMnistDir();
+  std::string log_level = "warn";
+};
+
+class ChildProcesses {
+ public:
+  ~ChildProcesses() { StopAll(10s); }
+  Status Spawn(const std::vector<std::string>& args) {
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t empty;
+    sigemptyset(&empty);
+    posix_spawnattr_setsigmask(&attr, &empty);  // children handle signals themselves
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);        // a terminal's Ctrl-C reaches only us; we stop them
+    pid_t pid = 0;
+    int rc = posix_spawn(&pid, "/proc/self/exe", nullptr, &attr, argv.data(), environ);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) return InternalError(std::string("cannot start a client process: ") + std::strerror(rc));
+    pids_.push_back(pid);
+    return OkStatus();
+  }
+  // Waits for every child up to `grace`, then SIGTERM, then SIGKILL.
+  void StopAll(Duration grace) {
+    auto deadline = std::chrono::steady_clock::now() + grace;
+    auto reap = [this] {
+      for (auto it = pids_.begin(); it != pids_.end();) {
+        int status = 0;
+        pid_t r = waitpid(*it, &status, WNOHANG);
+        if (r == *it || r < 0) {
+          if (r == *it && WIFEXITED(status) && WEXITSTATUS(status) != 0) ++failed_;
+          it = pids_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    };
+    while (!pids_.empty() && std::chrono::steady_clock::now() < deadline) {
+      reap();
+      if (!pids_.empty()) std::this_thread::sleep_for(20ms);
+    }
+    for (int sig : {SIGTERM, SIGKILL}) {
+      if (pids_.empty()) break;
+      for (pid_t p : pids_) kill(p, sig);
+      for (int i = 0; i < 100 && !pids_.empty(); ++i) {
+        reap();
+        if (!pids_.empty()) std::this_thread::sleep_for(20ms);
+      }
+    }
+  }
+  int failed() const { return failed_; }
+
+ private:
+  std::vector<pid_t> pids_;
+  int failed_ = 0;
+};
+
+Status RunDemo(const DemoArgs& a) {
+  VERDANT_RETURN_IF_ERROR(cli::ConfigureLogging(a.log_level, ""));
+  if (a.clients < 1 || a.clients > 1000) return InvalidArgumentError("--clients must be 1..1000");
+  if (a.clients_per_round > a.clients) return InvalidArgumentError("--clients-per-round cannot exceed --clients");
+  VERDANT_RETURN_IF_ERROR(cli::CheckDataDir(a.data_dir));
+  VERDANT_ASSIGN_OR_RETURN(auto layout, ModelLayout(a.model));
+  {
+    // Fail fast on a bad partition spec, before starting processes.
+    std::vector<uint8_t> probe(a.clients * 10);
+    for (size_t i = 0; i < probe.size(); ++i) probe[i] = static_cast<uint8_t>(i % 10);
+    VERDANT_RETURN_IF_ERROR(PartitionIndices(a.partition, probe, 10, a.clients, 0, a.seed).status());
+  }
+  fs::path out(a.out);
+  std::error_code ec;
+  fs::create_directories(out / "logs", ec);
+  if (ec) return UnavailableError("cannot create " + (out / "logs").string() + ": " + ec.message());
+
+  cli::ServeSetup s;
+  s.tcp.host = "127.0.0.1";
+  s.tcp.port = a.port;
+  s.coordinator.rounds = a.rounds;
+  s.coordinator.min_clients = a.clients;
+  s.coordinator.clients_per_round = a.clients_per_round;
+  s.coordinator.model_name = a.model;
+  s.coordinator.uplink_codec = a.codec;
+  s.coordinator.seed = a.seed;
+  s.coordinator.out_dir = out.string();
+  s.coordinator.run_id = "demo";
+  s.coordinator.wait_for_clients = 120s;
+  s.coordinator.round_timeout = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(a.round_timeout));
+  s.strategy = a.strategy;
+  s.strategy_options.Set("local_epochs", std::to_string(a.local_epochs));
+  s.strategy_options.Set("batch_size", std::to_string(a.batch_size));
+  s.strategy_options.Set("lr", std::to_string(a.lr));
+  s.data_dir = a.data_dir;
+  s.eval_examples = a.eval_examples;
+  s.init_seed = a.seed;
+
+  std::printf("verdant demo: %zu clients, %llu rounds, %s, %s partition, %zu parameters, seed %llu -> %s\n",
+              a.clients, static_cast<unsigned long long>(a.rounds), a.model.c_str(), a.partition.c_str(),
+              layout.NumParameters(), static_cast<unsigned long long>(a.seed), out.string().c_str());
+  std::fflush(stdout);
+  ChildProcesses children;
+  auto start_clients = [&](uint16_t port) -> Status {
+    for (size_t i = 0; i < a.clients; ++i) {
+      std::vector<std::string> args = {"verdant", "client",
+                                       "--server", "127.0.0.1:" + std::to_string(port),
+                                       "--name", "client-" + std::to_string(i),
+                                       "--shard", std::to_string(i) + "/" + std::to_string(a.clients),
+                                       "--partition", a.partition,
+                                       "--seed", std::to_string(a.seed),
+                                       "--data-dir", a.data_dir,
+                                       "--max-examples", std::to_string(a.max_examples),
+                                       "--max-reconnects", "2",
+                                       "--log-file", (out / "logs" / ("client-" + std::to_string(i) + ".log")).string()};
+      VERDANT_RETURN_IF_ERROR(children.Spawn(args));
+    }
+    return OkStatus();
+  };
+  auto summary = cli::Serve(std::move(s), start_clients);
+  children.StopAll(15s);
+  if (!summary.ok()) return summary.status();
+  std::printf("done: final accuracy %.4f after %llu rounds in %.1f s; %s up, %s down; outputs in %s\n",
+              summary->final_accuracy, static_cast<unsigned long long>(summary->rounds_completed),
+              summary->wall_seconds, cli::HumanBytes(summary->bytes_up).c_str(),
+              cli::HumanBytes(summary->bytes_down).c_str(), out.string().c_str());
+  if (children.failed() > 0) {
+    std::printf("note: %d client process(es) exited with an error; see %s\n", children.failed(),
+                (out / "logs").string().c_str());
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+int RunCli(int argc, char** argv) {
+  cli::InstallSignalHandling();
+  CLI::App app{"Verdant: carbon-aware federated learning"};
+  app.require_subcommand(1);
+  // A later flag wins (scripts/demo.sh passes defaults, the user overrides them).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.set_version_flag("--version", "verdant 0.1.0 (wire protocol 1)");
+
+  // server
+  std::string config;
+  std::string server_listen, server_out, server_log = "info";
+  auto* server = app.add_subcommand("server", "Run a coordinator from a TOML config");
+  server->add_option("--config", config, "TOML file (see examples/server.toml)")->required()->check(CLI::ExistingFile);
+  server->add_option("--listen", server_listen, "HOST:PORT to listen on (overrides server.listen)");
+  server->add_option("--out", server_out, "output folder (overrides run.out)");
+  server->add_option("--log-level", server_log, "trace, debug, info, warn, error");
+
+  // client
+  ClientArgs ca;
+  auto* client = app.add_subcommand("client", "Run an edge client that trains on its local data");
+  client->add_option("--server", ca.server, "coordinator HOST:PORT")->capture_default_str();
+  client->add_option("--name", ca.name, "a label for logs (the coordinator assigns the id)");
+  client->add_option("--data-dir", ca.data_dir, "Fashion-MNIST IDX folder")->capture_default_str();
+  client->add_option("--partition", ca.partition, "iid or dirichlet:ALPHA")->capture_default_str();
+  client->add_option("--shard", ca.shard, "INDEX/COUNT: which shard of the training set is local")->capture_default_str();
+  client->add_option("--seed", ca.seed, "partition seed (same on every client)")->capture_default_str();
+  client->add_option("--max-examples", ca.max_examples, "cap the local shard (0 = all)");
+  client->add_option("--max-reconnects", ca.max_reconnects, "-1 = forever")->capture_default_str();
+  client->add_option("--log-level", ca.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  client->add_option("--log-file", ca.log_file, "log to this file instead of stderr");
+
+  // demo
+  DemoArgs da;
+  auto* demo = app.add_subcommand("demo", "Run a coordinator and N client processes on 127.0.0.1");
+  demo->add_option("--clients", da.clients, "client processes")->capture_default_str();
+  demo->add_option("--rounds", da.rounds, "rounds")->capture_default_str();
+  demo->add_option("--clients-per-round", da.clients_per_round, "K (default: all clients)");
+  demo->add_option("--model", da.model, "mlp or cnn")->capture_default_str();
+  demo->add_option("--partition", da.partition, "iid or dirichlet:ALPHA")->capture_default_str();
+  demo->add_option("--seed", da.seed, "seed for the model, partition and selection")->capture_default_str();
+  demo->add_option("--port", da.port, "coordinator port (0 = any free port)")->capture_default_str();
+  demo->add_option("--out", da.out, "output folder")->capture_default_str();
+  demo->add_option("--strategy", da.strategy, "aggregation strategy")->capture_default_str();
+  demo->add_option("--codec", da.codec, "uplink codec")->capture_default_str();
+  demo->add_option("--local-epochs", da.local_epochs, "local epochs per round")->capture_default_str();
+  demo->add_option("--batch-size", da.batch_size, "local batch size")->capture_default_str();
+  demo->add_option("--lr", da.lr, "local learning rate")->capture_default_str();
+  demo->add_option("--max-examples", da.max_examples, "cap each client's shard (0 = all)");
+  demo->add_option("--eval-examples", da.eval_examples, "test examples to evaluate on (0 = all 10k)");
+  demo->add_option("--round-timeout", da.round_timeout, "seconds per round before stragglers fail")->capture_default_str();
+  demo->add_option("--data-dir", da.data_dir, "Fashion-MNIST IDX folder")->capture_default_str();
+  demo->add_option("--log-level", da.log_level, "coordinator log level")->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  if (*client) return ExitFor(RunClient(ca));
+  if (*demo) return ExitFor(RunDemo(da));
+  if (*server) {
+    Status st = cli::ConfigureLogging(server_log, "");
+    if (!st.ok()) return ExitFor(st);
+    auto setup = LoadServerConfig(config);
+    if (!setup.ok()) return ExitFor(setup.status());
+    if (!server_listen.empty()) {
+      auto hp = ParseHostPort(server_listen);
+      if (!hp.ok()) return ExitFor(hp.status());
+      setup->tcp.host = hp->first;
+      setup->tcp.port = hp->second;
+    }
+    if (!server_out.empty()) setup->coordinator.out_dir = server_out;
+    auto summary = cli::Serve(std::move(*setup), nullptr);
+    if (!summary.ok()) return ExitFor(summary.status());
+    std::printf("done: final accuracy %.4f after %llu rounds; outputs in %s\n", summary->final_accuracy,
+                static_cast<unsigned long long>(summary->rounds_completed), setup->coordinator.out_dir.c_str());
+    return kExitOk;
+  }
+  return kExitUsage;
+}
+
+}  // namespace verdant

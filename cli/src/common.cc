@@ -1,0 +1,164 @@
+#include "common.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+
+#include "verdant/client/model_zoo.h"
+#include "verdant/client/trainer.h"
+
+namespace verdant::cli {
+
+namespace {
+std::mutex g_stop_mu;
+std::function<void()> g_stop_cb;
+std::atomic<bool> g_interrupted{false};
+}  // namespace
+
+void InstallSignalHandling() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  std::thread([set] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      bool second = g_interrupted.exchange(true);
+      if (second) {
+        std::fprintf(stderr, "\nsecond signal: exiting now\n");
+        std::_Exit(130);
+      }
+      std::fprintf(stderr, "\n%s received: finishing the current step and shutting down (again to force)\n",
+                   sig == SIGINT ? "SIGINT" : "SIGTERM");
+      std::lock_guard<std::mutex> l(g_stop_mu);
+      if (g_stop_cb) g_stop_cb();
+    }
+  }).detach();
+}
+
+void SetStopCallback(std::function<void()> cb) {
+  std::lock_guard<std::mutex> l(g_stop_mu);
+  g_stop_cb = std::move(cb);
+  if (g_interrupted && g_stop_cb) g_stop_cb();
+}
+
+bool Interrupted() { return g_interrupted; }
+
+Status ConfigureLogging(const std::string& level, const std::string& file) {
+  auto lvl = spdlog::level::from_str(level);
+  if (lvl == spdlog::level::off && level != "off") {
+    return InvalidArgumentError("unknown log level '" + level + "' (trace, debug, info, warn, error, off)");
+  }
+  std::vector<spdlog::sink_ptr> sinks;
+  if (file.empty()) {
+    sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  } else {
+    try {
+      sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(file, /*truncate=*/true));
+    } catch (const std::exception& e) {
+      return UnavailableError("cannot open log file " + file + ": " + e.what());
+    }
+  }
+  auto logger = std::make_shared<spdlog::logger>("verdant", sinks.begin(), sinks.end());
+  logger->set_level(lvl);
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+  return OkStatus();
+}
+
+Status CheckDataDir(const std::string& data_dir) {
+  namespace fs = std::filesystem;
+  for (const char* f : {"train-images-idx3-ubyte", "t10k-images-idx3-ubyte"}) {
+    if (!fs::exists(fs::path(data_dir) / f) && !fs::exists(fs::path(data_dir) / (std::string(f) + ".gz"))) {
+      return NotFoundError("Fashion-MNIST not found in " + data_dir +
+                           " (missing " + f + "[.gz]): install it with `apt-get install dataset-fashion-mnist` "
+                           "or point --data-dir at a folder with the IDX files");
+    }
+  }
+  return OkStatus();
+}
+
+namespace {
+
+class TorchEvaluator final : public Evaluator {
+ public:
+  explicit TorchEvaluator(std::unique_ptr<ModelEvaluator> e) : e_(std::move(e)) {}
+  std::string_view Name() const override { return "fashion-mnist-test"; }
+  Result<EvalSummary> Evaluate(const ParameterVector& model) override {
+    VERDANT_ASSIGN_OR_RETURN(EvalMetrics m, e_->Evaluate(model));
+    return EvalSummary{m.loss, m.accuracy, m.num_examples};
+  }
+
+ private:
+  std::unique_ptr<ModelEvaluator> e_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Evaluator>> MakeFashionMnistEvaluator(const std::string& model, const std::string& data_dir,
+                                                             size_t max_examples) {
+  VERDANT_RETURN_IF_ERROR(CheckDataDir(data_dir));
+  VERDANT_ASSIGN_OR_RETURN(Dataset test, LoadFashionMnist(data_dir, "test", max_examples));
+  VERDANT_ASSIGN_OR_RETURN(auto e, ModelEvaluator::Create(model, std::move(test)));
+  return std::unique_ptr<Evaluator>(std::make_unique<TorchEvaluator>(std::move(e)));
+}
+
+std::string HumanBytes(uint64_t b) {
+  char buf[32];
+  if (b >= (1ull << 30)) std::snprintf(buf, sizeof(buf), "%.2f GB", b / 1e9);
+  else if (b >= (1ull << 20)) std::snprintf(buf, sizeof(buf), "%.1f MB", b / 1e6);
+  else if (b >= 1024) std::snprintf(buf, sizeof(buf), "%.1f kB", b / 1e3);
+  else std::snprintf(buf, sizeof(buf), "%llu B", static_cast<unsigned long long>(b));
+  return buf;
+}
+
+Result<RunSummary> Serve(ServeSetup setup, const std::function<Status(uint16_t)>& on_listening) {
+  // Validate everything before binding a port.
+  VERDANT_ASSIGN_OR_RETURN(auto strategy, CreateStrategy(setup.strategy, setup.strategy_options));
+  VERDANT_ASSIGN_OR_RETURN(auto selector, CreateSelector(setup.selector, setup.selector_options));
+  VERDANT_ASSIGN_OR_RETURN(auto codec_check, CreateCodec(setup.coordinator.uplink_codec));
+  codec_check.reset();
+  ConfigureTorchThreads(1);
+  VERDANT_ASSIGN_OR_RETURN(ParameterVector initial, InitialModel(setup.coordinator.model_name, setup.init_seed));
+  VERDANT_ASSIGN_OR_RETURN(auto evaluator,
+                           MakeFashionMnistEvaluator(setup.coordinator.model_name, setup.data_dir, setup.eval_examples));
+
+  Coordinator coord(setup.coordinator, std::move(initial), std::move(strategy), std::move(selector), evaluator.get(),
+                    SystemClock::Default());
+  const uint64_t total_rounds = setup.coordinator.rounds;
+  if (setup.progress) {
+    coord.SetRoundCallback([total_rounds](const RoundRecord& r) {
+      std::printf("round %3llu/%llu | acc %.4f | loss %.4f | %zu/%zu clients%s | up %s down %s | %.2f s\n",
+                  static_cast<unsigned long long>(r.round), static_cast<unsigned long long>(total_rounds),
+                  r.accuracy.value_or(0.0), r.loss.value_or(0.0), r.completed, r.selected,
+                  r.failed ? (" (" + std::to_string(r.failed) + " failed)").c_str() : "",
+                  HumanBytes(r.bytes_up).c_str(), HumanBytes(r.bytes_down).c_str(), r.wall_seconds);
+      std::fflush(stdout);
+    });
+  }
+  VERDANT_ASSIGN_OR_RETURN(auto server, TcpServer::Start(setup.tcp, coord));
+  spdlog::info("coordinator listening on {}:{}", setup.tcp.host, server->port());
+  SetStopCallback([&coord] { coord.Stop(); });
+  Status st = on_listening ? on_listening(server->port()) : OkStatus();
+  Result<RunSummary> summary = st.ok() ? coord.Run() : Result<RunSummary>(st);
+  SetStopCallback(nullptr);
+  // Let the Bye messages flush before tearing the sessions down.
+  for (int i = 0; i < 100 && server->session_count() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  server->Stop();
+  return summary;
+}
+
+}  // namespace verdant::cli

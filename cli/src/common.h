@@ -1,0 +1,54 @@
+// Internal helpers shared by the subcommands (not a public header).
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "verdant/client/dataset.h"
+#include "verdant/core/options.h"
+#include "verdant/core/status.h"
+#include "verdant/server/coordinator.h"
+#include "verdant/server/evaluator.h"
+
+namespace verdant::cli {
+
+// Blocks SIGINT/SIGTERM in every thread and handles them on a dedicated
+// thread that calls the current stop callback. Call first thing in main.
+void InstallSignalHandling();
+void SetStopCallback(std::function<void()> cb);
+bool Interrupted();
+
+// Logging to stderr (and optionally a file) at the given level name.
+Status ConfigureLogging(const std::string& level, const std::string& file);
+
+// A LibTorch evaluator over the Fashion-MNIST test split.
+Result<std::unique_ptr<Evaluator>> MakeFashionMnistEvaluator(const std::string& model,
+                                                             const std::string& data_dir,
+                                                             size_t max_examples);
+
+// "Fashion-MNIST not found ... install dataset-fashion-mnist" when missing.
+Status CheckDataDir(const std::string& data_dir);
+
+struct ServeSetup {
+  CoordinatorOptions coordinator;
+  TcpServer::Options tcp;
+  std::string strategy = "fedavg";
+  OptionMap strategy_options;
+  std::string selector = "random";
+  OptionMap selector_options;
+  std::string data_dir;          // for evaluation
+  size_t eval_examples = 0;      // 0 = the whole 10k test set
+  uint64_t init_seed = 1;
+  bool progress = true;
+};
+
+// Builds model, strategy, selector and evaluator, starts the TCP server,
+// calls `on_listening(port)` (the demo starts its clients there), runs the
+// coordinator and prints a progress line per round. Returns the summary.
+Result<RunSummary> Serve(ServeSetup setup, const std::function<Status(uint16_t)>& on_listening);
+
+std::string HumanBytes(uint64_t b);
+
+}  // namespace verdant::cli
