@@ -70,6 +70,7 @@ struct ClientArgs {
   int max_reconnects = 5;
   std::string log_level = "info";
   std::string log_file;
+  cli::ClientSecurity security;
 };
 
 Status RunClient(const ClientArgs& a) {
@@ -77,6 +78,7 @@ Status RunClient(const ClientArgs& a) {
   VERDANT_ASSIGN_OR_RETURN(auto hp, ParseHostPort(a.server));
   VERDANT_ASSIGN_OR_RETURN(auto shard, ParseShard(a.shard));
   VERDANT_RETURN_IF_ERROR(cli::CheckDataDir(a.data_dir));
+  VERDANT_ASSIGN_OR_RETURN(HandshakerFactory handshaker, cli::MakeClientHandshaker(a.security));
   ConfigureTorchThreads(1);
   VERDANT_ASSIGN_OR_RETURN(Dataset train, LoadFashionMnist(a.data_dir, "train"));
   VERDANT_ASSIGN_OR_RETURN(auto idx, PartitionIndices(a.partition, train.labels, 10, shard.second, shard.first, a.seed));
@@ -92,6 +94,7 @@ Status RunClient(const ClientArgs& a) {
   o.name = a.name.empty() ? "client-" + std::to_string(shard.first) : a.name;
   o.max_reconnects = a.max_reconnects;
   o.seed = a.seed * 1000003 + shard.first;
+  o.connection.handshaker = std::move(handshaker);
   ClientLoop loop(o, *trainer);
   cli::SetStopCallback([&loop] { loop.Stop(); });
   Status st = loop.Run();
@@ -149,8 +152,9 @@ Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
   }
   for (const auto& [k, v] : cfg) {
     std::string key(k.str());
-    if (key != "server" && key != "run" && key != "strategy" && key != "selector") {
-      return InvalidArgumentError(path + ": unknown section [" + key + "] (known: server, run, strategy, selector)");
+    if (key != "server" && key != "run" && key != "strategy" && key != "selector" && key != "security") {
+      return InvalidArgumentError(path + ": unknown section [" + key +
+                                  "] (known: server, run, strategy, selector, security)");
     }
   }
   cli::ServeSetup s;
@@ -197,6 +201,23 @@ Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
   c.seed = static_cast<uint64_t>(seed);
   s.init_seed = c.seed;
   s.eval_examples = static_cast<size_t>(eval_examples);
+  if (const toml::table* sec = cfg["security"].as_table()) {
+    VERDANT_RETURN_IF_ERROR(CheckKeys(sec, {"key_dir", "allow_list", "insecure", "handshake_timeout_s"}, "security"));
+    VERDANT_ASSIGN_OR_RETURN(s.security.key_dir, TomlGet<std::string>(*sec, "key_dir", "", "security"));
+    VERDANT_ASSIGN_OR_RETURN(s.security.allow_list, TomlGet<std::string>(*sec, "allow_list", "", "security"));
+    VERDANT_ASSIGN_OR_RETURN(s.security.insecure, TomlGet<bool>(*sec, "insecure", false, "security"));
+    VERDANT_ASSIGN_OR_RETURN(double hs, TomlGet<double>(*sec, "handshake_timeout_s", 10.0, "security"));
+    if (!(hs > 0)) return InvalidArgumentError("security.handshake_timeout_s must be > 0");
+    s.tcp.session.handshake_timeout = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(hs));
+    // Relative paths are relative to the config file.
+    auto base = fs::path(path).parent_path();
+    if (!s.security.key_dir.empty() && fs::path(s.security.key_dir).is_relative()) {
+      s.security.key_dir = (base / s.security.key_dir).string();
+    }
+    if (!s.security.allow_list.empty() && fs::path(s.security.allow_list).is_relative()) {
+      s.security.allow_list = (base / s.security.allow_list).string();
+    }
+  }
   if (const toml::table* st = cfg["strategy"].as_table()) {
     VERDANT_ASSIGN_OR_RETURN(s.strategy, TomlGet<std::string>(*st, "name", "fedavg", "strategy"));
     s.strategy_options = TableOptions(st);
@@ -229,6 +250,7 @@ struct DemoArgs {
   double round_timeout = 300;
   std::string data_dir = DefaultFashionMnistDir();
   std::string log_level = "warn";
+  bool insecure = false;
 };
 
 class ChildProcesses {
@@ -324,10 +346,22 @@ Status RunDemo(const DemoArgs& a) {
   s.data_dir = a.data_dir;
   s.eval_examples = a.eval_examples;
   s.init_seed = a.seed;
+  s.security.insecure = a.insecure;
+  std::string server_pub;
+  if (!a.insecure) {
+    // Throwaway identities for this demo: the coordinator's key in out/keys/,
+    // each client creates its own on first use.
+    fs::path keys = out / "keys";
+    fs::remove_all(keys, ec);
+    VERDANT_ASSIGN_OR_RETURN(KeyPair kp, cli::LoadOrCreateKeyPair(keys / "coordinator"));
+    server_pub = FormatPublicKey(kp.public_key());
+    s.security.key_dir = (keys / "coordinator").string();
+  }
 
-  std::printf("verdant demo: %zu clients, %llu rounds, %s, %s partition, %zu parameters, seed %llu -> %s\n",
+  std::printf("verdant demo: %zu clients, %llu rounds, %s, %s partition, %zu parameters, seed %llu, %s -> %s\n",
               a.clients, static_cast<unsigned long long>(a.rounds), a.model.c_str(), a.partition.c_str(),
-              layout.NumParameters(), static_cast<unsigned long long>(a.seed), out.string().c_str());
+              layout.NumParameters(), static_cast<unsigned long long>(a.seed),
+              a.insecure ? "PLAINTEXT" : "encrypted (Noise XX)", out.string().c_str());
   std::fflush(stdout);
   ChildProcesses children;
   auto start_clients = [&](uint16_t port) -> Status {
@@ -342,6 +376,12 @@ Status RunDemo(const DemoArgs& a) {
                                        "--max-examples", std::to_string(a.max_examples),
                                        "--max-reconnects", "2",
                                        "--log-file", (out / "logs" / ("client-" + std::to_string(i) + ".log")).string()};
+      if (a.insecure) {
+        args.push_back("--insecure");
+      } else {
+        args.insert(args.end(), {"--server-key", server_pub, "--key",
+                                 (out / "keys" / ("client-" + std::to_string(i))).string()});
+      }
       VERDANT_RETURN_IF_ERROR(children.Spawn(args));
     }
     return OkStatus();
@@ -357,6 +397,16 @@ Status RunDemo(const DemoArgs& a) {
     std::printf("note: %d client process(es) exited with an error; see %s\n", children.failed(),
                 (out / "logs").string().c_str());
   }
+  return OkStatus();
+}
+
+Status RunKeygen(const std::string& out, bool force) {
+  VERDANT_RETURN_IF_ERROR(InitCrypto());
+  VERDANT_ASSIGN_OR_RETURN(KeyPair kp, GenerateKeyPair());
+  VERDANT_RETURN_IF_ERROR(SaveKeyPair(kp, out, force));
+  std::printf("wrote %s (secret, mode 0600) and %s\npublic key: %s\nclient id:  %s\n",
+              (fs::path(out) / kSecretKeyFileName).string().c_str(), (fs::path(out) / kPublicKeyFileName).string().c_str(),
+              FormatPublicKey(kp.public_key()).c_str(), ClientIdFromKey(kp.public_key()).c_str());
   return OkStatus();
 }
 
@@ -378,6 +428,18 @@ int RunCli(int argc, char** argv) {
   server->add_option("--listen", server_listen, "HOST:PORT to listen on (overrides server.listen)");
   server->add_option("--out", server_out, "output folder (overrides run.out)");
   server->add_option("--log-level", server_log, "trace, debug, info, warn, error");
+  std::string server_key, server_allow;
+  bool server_insecure = false;
+  server->add_option("--key", server_key, "folder with the coordinator's key pair (overrides security.key_dir)");
+  server->add_option("--allow-list", server_allow, "file of allowed client public keys (overrides security.allow_list)");
+  server->add_flag("--insecure", server_insecure, "plaintext, unauthenticated (debugging only)");
+
+  // keygen
+  std::string keygen_out;
+  bool keygen_force = false;
+  auto* keygen = app.add_subcommand("keygen", "Write a long-term key pair (verdant.key, 0600; verdant.pub)");
+  keygen->add_option("--out", keygen_out, "folder to write the key pair to")->required();
+  keygen->add_flag("--force", keygen_force, "overwrite an existing key pair");
 
   // client
   ClientArgs ca;
@@ -392,6 +454,9 @@ int RunCli(int argc, char** argv) {
   client->add_option("--max-reconnects", ca.max_reconnects, "-1 = forever")->capture_default_str();
   client->add_option("--log-level", ca.log_level, "trace, debug, info, warn, error")->capture_default_str();
   client->add_option("--log-file", ca.log_file, "log to this file instead of stderr");
+  client->add_option("--key", ca.security.key_dir, "folder with this client's key pair (created on first use)");
+  client->add_option("--server-key", ca.security.server_key, "the coordinator's public key: vpk1... or its verdant.pub");
+  client->add_flag("--insecure", ca.security.insecure, "plaintext, unauthenticated (debugging only)");
 
   // demo
   DemoArgs da;
@@ -414,6 +479,7 @@ int RunCli(int argc, char** argv) {
   demo->add_option("--round-timeout", da.round_timeout, "seconds per round before stragglers fail")->capture_default_str();
   demo->add_option("--data-dir", da.data_dir, "Fashion-MNIST IDX folder")->capture_default_str();
   demo->add_option("--log-level", da.log_level, "coordinator log level")->capture_default_str();
+  demo->add_flag("--insecure", da.insecure, "plaintext between coordinator and clients (debugging only)");
 
   try {
     app.parse(argc, argv);
@@ -421,6 +487,7 @@ int RunCli(int argc, char** argv) {
     return app.exit(e);
   }
 
+  if (*keygen) return ExitFor(RunKeygen(keygen_out, keygen_force));
   if (*client) return ExitFor(RunClient(ca));
   if (*demo) return ExitFor(RunDemo(da));
   if (*server) {
@@ -435,6 +502,9 @@ int RunCli(int argc, char** argv) {
       setup->tcp.port = hp->second;
     }
     if (!server_out.empty()) setup->coordinator.out_dir = server_out;
+    if (!server_key.empty()) setup->security.key_dir = server_key;
+    if (!server_allow.empty()) setup->security.allow_list = server_allow;
+    if (server_insecure) setup->security.insecure = true;
     auto summary = cli::Serve(std::move(*setup), nullptr);
     if (!summary.ok()) return ExitFor(summary.status());
     std::printf("done: final accuracy %.4f after %llu rounds; outputs in %s\n", summary->final_accuracy,

@@ -19,6 +19,7 @@ namespace verdant::cli {
 namespace {
 std::mutex g_stop_mu;
 std::function<void()> g_stop_cb;
+std::function<void()> g_reload_cb;
 std::atomic<bool> g_interrupted{false};
 }  // namespace
 
@@ -27,12 +28,18 @@ void InstallSignalHandling() {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
   std::thread([set] {
     for (;;) {
       int sig = 0;
       if (sigwait(&set, &sig) != 0) continue;
+      if (sig == SIGHUP) {
+        std::lock_guard<std::mutex> l(g_stop_mu);
+        if (g_reload_cb) g_reload_cb();
+        continue;
+      }
       bool second = g_interrupted.exchange(true);
       if (second) {
         std::fprintf(stderr, "\nsecond signal: exiting now\n");
@@ -53,6 +60,82 @@ void SetStopCallback(std::function<void()> cb) {
 }
 
 bool Interrupted() { return g_interrupted; }
+
+void SetReloadCallback(std::function<void()> cb) {
+  std::lock_guard<std::mutex> l(g_stop_mu);
+  g_reload_cb = std::move(cb);
+}
+
+void WarnInsecure(const std::string& who) {
+  const char* msg =
+      "WARNING: --insecure: this %s sends and accepts model updates in PLAINTEXT with no authentication. "
+      "Anyone on the path can read and alter them. Use it only for debugging on a trusted network.\n";
+  std::fprintf(stderr, msg, who.c_str());
+  spdlog::warn("--insecure: plaintext, unauthenticated channel ({})", who);
+}
+
+Result<KeyPair> LoadOrCreateKeyPair(const std::filesystem::path& dir, bool* created) {
+  VERDANT_RETURN_IF_ERROR(InitCrypto());
+  if (created) *created = false;
+  if (std::filesystem::exists(dir / kSecretKeyFileName)) return LoadKeyPair(dir);
+  VERDANT_ASSIGN_OR_RETURN(KeyPair kp, GenerateKeyPair());
+  std::error_code ec;
+  if (dir.has_parent_path()) std::filesystem::create_directories(dir.parent_path(), ec);
+  VERDANT_RETURN_IF_ERROR(SaveKeyPair(kp, dir));
+  if (created) *created = true;
+  return kp;
+}
+
+Result<HandshakerFactory> MakeServerHandshaker(const ServerSecurity& s, std::shared_ptr<AllowList>* allow_out) {
+  if (allow_out) allow_out->reset();
+  if (s.insecure) {
+    WarnInsecure("coordinator");
+    return PlaintextHandshakerFactory();
+  }
+  if (s.key_dir.empty()) {
+    return InvalidArgumentError(
+        "the coordinator needs a key: run `verdant keygen --out DIR` once and pass --key DIR "
+        "(or [security] key_dir), or --insecure for a plaintext test run");
+  }
+  VERDANT_RETURN_IF_ERROR(InitCrypto());
+  VERDANT_ASSIGN_OR_RETURN(KeyPair kp, LoadKeyPair(s.key_dir));
+  SecureChannelOptions o;
+  o.static_key = std::make_shared<const KeyPair>(std::move(kp));
+  if (!s.allow_list.empty()) {
+    VERDANT_ASSIGN_OR_RETURN(auto allow, AllowList::Load(s.allow_list));
+    std::shared_ptr<AllowList> shared(std::move(allow));
+    spdlog::info("allow-list {}: {} client keys (SIGHUP reloads it)", s.allow_list, shared->size());
+    o.allow_list = shared;
+    if (allow_out) *allow_out = shared;
+  } else {
+    spdlog::info("open mode: any client key is accepted; a client's id is derived from its key");
+  }
+  spdlog::info("coordinator public key: {}", FormatPublicKey(o.static_key->public_key()));
+  return NoiseHandshakerFactory(NoiseHandshake::Role::kResponder, std::move(o));
+}
+
+Result<HandshakerFactory> MakeClientHandshaker(const ClientSecurity& s) {
+  if (s.insecure) {
+    WarnInsecure("client");
+    return PlaintextHandshakerFactory();
+  }
+  if (s.server_key.empty()) {
+    return InvalidArgumentError(
+        "the client must pin the coordinator's public key: pass --server-key vpk1... (or the coordinator's "
+        "verdant.pub file), or --insecure for a plaintext test run");
+  }
+  if (s.key_dir.empty()) return InvalidArgumentError("--key DIR is required (the client's identity; created on first use)");
+  VERDANT_RETURN_IF_ERROR(InitCrypto());
+  VERDANT_ASSIGN_OR_RETURN(PublicKey server, ParsePublicKeyOrFile(s.server_key));
+  bool created = false;
+  VERDANT_ASSIGN_OR_RETURN(KeyPair kp, LoadOrCreateKeyPair(s.key_dir, &created));
+  if (created) spdlog::info("created a new client identity in {}", s.key_dir);
+  spdlog::info("client public key {} (id {})", FormatPublicKey(kp.public_key()), ClientIdFromKey(kp.public_key()));
+  SecureChannelOptions o;
+  o.static_key = std::make_shared<const KeyPair>(std::move(kp));
+  o.expected_peer_key = server;
+  return NoiseHandshakerFactory(NoiseHandshake::Role::kInitiator, std::move(o));
+}
 
 Status ConfigureLogging(const std::string& level, const std::string& file) {
   auto lvl = spdlog::level::from_str(level);
@@ -147,12 +230,22 @@ Result<RunSummary> Serve(ServeSetup setup, const std::function<Status(uint16_t)>
       std::fflush(stdout);
     });
   }
+  std::shared_ptr<AllowList> allow;
+  VERDANT_ASSIGN_OR_RETURN(setup.tcp.handshaker, MakeServerHandshaker(setup.security, &allow));
+  if (allow) {
+    SetReloadCallback([allow] {
+      Status st = allow->Reload();
+      if (st.ok()) spdlog::info("allow-list reloaded: {} client keys", allow->size());
+      else spdlog::error("allow-list reload failed (the previous list stays in force): {}", st.ToString());
+    });
+  }
   VERDANT_ASSIGN_OR_RETURN(auto server, TcpServer::Start(setup.tcp, coord));
   spdlog::info("coordinator listening on {}:{}", setup.tcp.host, server->port());
   SetStopCallback([&coord] { coord.Stop(); });
   Status st = on_listening ? on_listening(server->port()) : OkStatus();
   Result<RunSummary> summary = st.ok() ? coord.Run() : Result<RunSummary>(st);
   SetStopCallback(nullptr);
+  SetReloadCallback(nullptr);
   // Let the Bye messages flush before tearing the sessions down.
   for (int i = 0; i < 100 && server->session_count() > 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

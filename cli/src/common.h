@@ -11,6 +11,8 @@
 #include "verdant/core/status.h"
 #include "verdant/server/coordinator.h"
 #include "verdant/server/evaluator.h"
+#include "verdant/transport/keys.h"
+#include "verdant/transport/secure_channel.h"
 
 namespace verdant::cli {
 
@@ -19,6 +21,8 @@ namespace verdant::cli {
 void InstallSignalHandling();
 void SetStopCallback(std::function<void()> cb);
 bool Interrupted();
+// Called on SIGHUP (the coordinator reloads its allow-list).
+void SetReloadCallback(std::function<void()> cb);
 
 // Logging to stderr (and optionally a file) at the given level name.
 Status ConfigureLogging(const std::string& level, const std::string& file);
@@ -31,6 +35,30 @@ Result<std::unique_ptr<Evaluator>> MakeFashionMnistEvaluator(const std::string& 
 // "Fashion-MNIST not found ... install dataset-fashion-mnist" when missing.
 Status CheckDataDir(const std::string& data_dir);
 
+// ---- security ----------------------------------------------------------------
+
+// The coordinator's side of the secure channel.
+struct ServerSecurity {
+  bool insecure = false;   // plaintext (prints a warning)
+  std::string key_dir;     // holds verdant.key; required unless insecure
+  std::string allow_list;  // file of client public keys; empty = open mode
+};
+// The client's side.
+struct ClientSecurity {
+  bool insecure = false;
+  std::string key_dir;     // this client's identity; created on first use
+  std::string server_key;  // the coordinator's public key (vpk1... or a file)
+};
+
+// Prints the plaintext warning on stderr and in the log.
+void WarnInsecure(const std::string& who);
+// Responder factory; `allow_out` receives the allow-list (nullptr in open mode).
+Result<HandshakerFactory> MakeServerHandshaker(const ServerSecurity& s, std::shared_ptr<AllowList>* allow_out);
+// Initiator factory; loads (or creates, on first use) the client's key pair.
+Result<HandshakerFactory> MakeClientHandshaker(const ClientSecurity& s);
+// Loads the key pair in `dir`, or generates and saves one when `dir` has none.
+Result<KeyPair> LoadOrCreateKeyPair(const std::filesystem::path& dir, bool* created = nullptr);
+
 struct ServeSetup {
   CoordinatorOptions coordinator;
   TcpServer::Options tcp;
@@ -42,6 +70,7 @@ struct ServeSetup {
   size_t eval_examples = 0;      // 0 = the whole 10k test set
   uint64_t init_seed = 1;
   bool progress = true;
+  ServerSecurity security;
 };
 
 // Builds model, strategy, selector and evaluator, starts the TCP server,

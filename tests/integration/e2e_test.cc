@@ -169,3 +169,39 @@ TEST_CASE("the CLI rejects bad arguments and configs with clear errors") {
   CHECK(c.exit_code == 2);
   CHECK(c.output.find("HOST:PORT") != std::string::npos);
 }
+
+TEST_CASE("verdant keygen writes an owner-only key pair and never replaces it") {
+  testing::TempDir dir;
+  auto out = dir.path() / "coord";
+  auto c = RunBinary("keygen --out " + out.string());
+  INFO(c.output);
+  REQUIRE(c.exit_code == 0);
+  CHECK(c.output.find("public key: vpk1") != std::string::npos);
+  auto perms = std::filesystem::status(out / "verdant.key").permissions();
+  CHECK((perms & (std::filesystem::perms::group_all | std::filesystem::perms::others_all)) ==
+        std::filesystem::perms::none);
+  auto pub = testing::ReadFile(out / "verdant.pub");
+  CHECK(c.output.find(pub.substr(0, 52)) != std::string::npos);
+  auto again = RunBinary("keygen --out " + out.string());
+  CHECK(again.exit_code != 0);
+  CHECK(again.output.find("already exists") != std::string::npos);
+  CHECK(testing::ReadFile(out / "verdant.pub") == pub);
+}
+
+TEST_CASE("security is on by default: the server needs a key and the client a pinned coordinator key") {
+  testing::TempDir dir;
+  auto cfg = dir.path() / "ok.toml";
+  testing::WriteFile(cfg, "[run]\nrounds = 1\n");
+  auto c = RunBinary("server --config " + cfg.string() + " --listen 127.0.0.1:17071 --out " + (dir.path() / "o").string());
+  CHECK(c.exit_code == 2);
+  CHECK(c.output.find("keygen") != std::string::npos);
+  c = RunBinary("client --server 127.0.0.1:1 --shard 0/1 --key " + (dir.path() / "k").string());
+  CHECK(c.exit_code == 2);
+  CHECK(c.output.find("--server-key") != std::string::npos);
+  c = RunBinary("client --server 127.0.0.1:1 --shard 0/1 --key " + (dir.path() / "k").string() +
+                " --server-key vpk1notakey");
+  CHECK(c.exit_code == 2);
+  // --insecure is accepted and warns loudly (the connection then fails: nobody listens on port 1).
+  c = RunBinary("client --server 127.0.0.1:1 --shard 0/1 --max-reconnects 0 --max-examples 10 --insecure");
+  CHECK(c.output.find("PLAINTEXT") != std::string::npos);
+}
