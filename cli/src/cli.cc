@@ -71,6 +71,7 @@ struct ClientArgs {
   std::string log_level = "info";
   std::string log_file;
   cli::ClientSecurity security;
+  std::string state_dir;
 };
 
 Status RunClient(const ClientArgs& a) {
@@ -95,6 +96,7 @@ Status RunClient(const ClientArgs& a) {
   o.max_reconnects = a.max_reconnects;
   o.seed = a.seed * 1000003 + shard.first;
   o.connection.handshaker = std::move(handshaker);
+  o.state_dir = a.state_dir;
   ClientLoop loop(o, *trainer);
   cli::SetStopCallback([&loop] { loop.Stop(); });
   Status st = loop.Run();
@@ -162,7 +164,7 @@ Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
   const toml::table* run = cfg["run"].as_table();
   VERDANT_RETURN_IF_ERROR(CheckKeys(server, {"listen", "threads", "max_frame_bytes"}, "server"));
   VERDANT_RETURN_IF_ERROR(CheckKeys(run, {"rounds", "min_clients", "clients_per_round", "round_timeout_s",
-                                          "wait_for_clients_s", "seed", "out", "model", "codec", "data_dir",
+                                          "wait_for_clients_s", "seed", "out", "model", "codec", "downlink_codec", "data_dir",
                                           "eval_examples", "run_id"},
                                     "run"));
   toml::table empty;
@@ -185,6 +187,7 @@ Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
   VERDANT_ASSIGN_OR_RETURN(c.out_dir, TomlGet<std::string>(rn, "out", "verdant-run", "run"));
   VERDANT_ASSIGN_OR_RETURN(c.model_name, TomlGet<std::string>(rn, "model", "mlp", "run"));
   VERDANT_ASSIGN_OR_RETURN(c.uplink_codec, TomlGet<std::string>(rn, "codec", "identity", "run"));
+  VERDANT_ASSIGN_OR_RETURN(c.downlink_codec, TomlGet<std::string>(rn, "downlink_codec", "identity", "run"));
   VERDANT_ASSIGN_OR_RETURN(c.run_id, TomlGet<std::string>(rn, "run_id", "run", "run"));
   VERDANT_ASSIGN_OR_RETURN(s.data_dir, TomlGet<std::string>(rn, "data_dir", DefaultFashionMnistDir(), "run"));
   VERDANT_ASSIGN_OR_RETURN(int64_t eval_examples, TomlGet<int64_t>(rn, "eval_examples", 0, "run"));
@@ -242,6 +245,7 @@ struct DemoArgs {
   std::string out = "verdant-demo";
   std::string strategy = "fedavg";
   std::string codec = "identity";
+  std::string downlink = "identity";
   uint32_t local_epochs = 1;
   uint32_t batch_size = 32;
   double lr = 0.05;
@@ -334,6 +338,7 @@ Status RunDemo(const DemoArgs& a) {
   s.coordinator.clients_per_round = a.clients_per_round;
   s.coordinator.model_name = a.model;
   s.coordinator.uplink_codec = a.codec;
+  s.coordinator.downlink_codec = a.downlink;
   s.coordinator.seed = a.seed;
   s.coordinator.out_dir = out.string();
   s.coordinator.run_id = "demo";
@@ -375,7 +380,8 @@ Status RunDemo(const DemoArgs& a) {
                                        "--data-dir", a.data_dir,
                                        "--max-examples", std::to_string(a.max_examples),
                                        "--max-reconnects", "2",
-                                       "--log-file", (out / "logs" / ("client-" + std::to_string(i) + ".log")).string()};
+                                       "--log-file", (out / "logs" / ("client-" + std::to_string(i) + ".log")).string(),
+                                       "--state-dir", (out / "state" / ("client-" + std::to_string(i))).string()};
       if (a.insecure) {
         args.push_back("--insecure");
       } else {
@@ -456,6 +462,7 @@ int RunCli(int argc, char** argv) {
   client->add_option("--log-file", ca.log_file, "log to this file instead of stderr");
   client->add_option("--key", ca.security.key_dir, "folder with this client's key pair (created on first use)");
   client->add_option("--server-key", ca.security.server_key, "the coordinator's public key: vpk1... or its verdant.pub");
+  client->add_option("--state-dir", ca.state_dir, "folder for state that survives restarts (error-feedback residual)");
   client->add_flag("--insecure", ca.security.insecure, "plaintext, unauthenticated (debugging only)");
 
   // demo
@@ -470,7 +477,9 @@ int RunCli(int argc, char** argv) {
   demo->add_option("--port", da.port, "coordinator port (0 = any free port)")->capture_default_str();
   demo->add_option("--out", da.out, "output folder")->capture_default_str();
   demo->add_option("--strategy", da.strategy, "aggregation strategy")->capture_default_str();
-  demo->add_option("--codec", da.codec, "uplink codec")->capture_default_str();
+  demo->add_option("--codec", da.codec, "uplink codec, e.g. int8 or topk:0.1+int8 (see docs/compression.md)")
+      ->capture_default_str();
+  demo->add_option("--downlink", da.downlink, "downlink: identity, fp16 or delta:<codec>")->capture_default_str();
   demo->add_option("--local-epochs", da.local_epochs, "local epochs per round")->capture_default_str();
   demo->add_option("--batch-size", da.batch_size, "local batch size")->capture_default_str();
   demo->add_option("--lr", da.lr, "local learning rate")->capture_default_str();

@@ -212,6 +212,7 @@ Result<RunSummary> Serve(ServeSetup setup, const std::function<Status(uint16_t)>
   VERDANT_ASSIGN_OR_RETURN(auto selector, CreateSelector(setup.selector, setup.selector_options));
   VERDANT_ASSIGN_OR_RETURN(auto codec_check, CreateCodec(setup.coordinator.uplink_codec));
   codec_check.reset();
+  VERDANT_RETURN_IF_ERROR(ParseDownlinkCodec(setup.coordinator.downlink_codec).status());
   ConfigureTorchThreads(1);
   VERDANT_ASSIGN_OR_RETURN(ParameterVector initial, InitialModel(setup.coordinator.model_name, setup.init_seed));
   VERDANT_ASSIGN_OR_RETURN(auto evaluator,

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cmath>
 #include <thread>
 
@@ -24,6 +25,37 @@ Result<UpdateCodec*> ClientLoop::CodecFor(const std::string& spec) {
   UpdateCodec* raw = codec.get();
   codecs_[spec] = std::move(codec);
   return raw;
+}
+
+Status ClientLoop::EncodeWithErrorFeedback(UpdateCodec& codec, uint64_t tag, std::span<const float> delta, Rng& rng,
+                                           ByteBuffer& out) {
+  namespace fs = std::filesystem;
+  const fs::path file = options_.state_dir.empty() ? fs::path() : fs::path(options_.state_dir) / "error_feedback.bin";
+  if (!error_feedback_loaded_) {
+    error_feedback_loaded_ = true;
+    if (!file.empty()) {
+      auto restored = ErrorFeedback::LoadFromFile(file);
+      if (restored.ok()) {
+        error_feedback_ = std::move(*restored);
+        spdlog::info("restored the error-feedback residual from {}", file.string());
+      } else if (restored.status().code() != StatusCode::kNotFound) {
+        spdlog::warn("ignoring the error-feedback residual in {}: {}", file.string(), restored.status().ToString());
+      }
+    }
+  }
+  if (error_feedback_.tag() != tag || error_feedback_.residual().size() != delta.size()) {
+    if (!error_feedback_.residual().empty()) spdlog::info("the model changed: dropping the error-feedback residual");
+    error_feedback_.Reset();
+    error_feedback_.set_tag(tag);
+  }
+  VERDANT_RETURN_IF_ERROR(error_feedback_.Encode(codec, delta, rng, out).WithContext("encoding the delta"));
+  if (!file.empty()) {
+    std::error_code ec;
+    fs::create_directories(file.parent_path(), ec);
+    Status st = error_feedback_.SaveToFile(file);
+    if (!st.ok()) spdlog::warn("cannot persist the error-feedback residual: {}", st.ToString());
+  }
+  return OkStatus();
 }
 
 Status ClientLoop::Run() {
@@ -77,6 +109,8 @@ Status ClientLoop::RunSession(ClientConnection& conn) {
   *h->mutable_state() = options_.device_state;
   h->add_capabilities("train");
   h->add_capabilities("fedprox");
+  h->add_capabilities("downlink-delta");
+  h->set_held_model_version(held_version_);
   VERDANT_RETURN_IF_ERROR(conn.Send(hello));
   auto welcome = conn.Receive(std::chrono::seconds(30));
   if (!welcome.ok()) return welcome.status().WithContext("waiting for Welcome");
@@ -141,8 +175,24 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
     VERDANT_RETURN_IF_ERROR(assembler.Add(m->chunk()));
   }
   VERDANT_ASSIGN_OR_RETURN(UpdateCodec * down_codec, CodecFor(info.encoding()));
-  std::vector<float> global(info.num_params());
-  VERDANT_RETURN_IF_ERROR(down_codec->Decode(assembler.Take(), global).WithContext("decoding the model"));
+  ByteBuffer model_bytes = assembler.Take();
+  if (info.base_version() != 0) {
+    // A delta against the model we hold: held += Decode(bytes), exactly as
+    // the coordinator updated its copy of what clients hold.
+    if (info.base_version() != held_version_ || held_model_.size() != info.num_params()) {
+      return DataLossError("the coordinator sent a delta against model version " +
+                           std::to_string(info.base_version()) + ", we hold version " + std::to_string(held_version_));
+    }
+    VERDANT_RETURN_IF_ERROR(down_codec->Validate(model_bytes, held_model_.size()).WithContext("model delta"));
+    VERDANT_RETURN_IF_ERROR(down_codec->DecodeAccumulate(model_bytes, 1.0f, held_model_).WithContext("model delta"));
+  } else {
+    held_version_ = 0;
+    held_model_.assign(info.num_params(), 0.0f);
+    VERDANT_RETURN_IF_ERROR(down_codec->Decode(model_bytes, held_model_).WithContext("decoding the model"));
+  }
+  held_version_ = task.model_version();
+  ByteBuffer().swap(model_bytes);
+  const std::vector<float>& global = held_model_;
 
   // 2. Train.
   TaskSpec spec;
@@ -172,7 +222,11 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   VERDANT_ASSIGN_OR_RETURN(UpdateCodec * codec, CodecFor(task.uplink_codec()));
   Rng rng(task.seed());
   ByteBuffer encoded;
-  VERDANT_RETURN_IF_ERROR(codec->Encode(delta, rng, encoded).WithContext("encoding the delta"));
+  if (task.uplink_codec().find("topk") != std::string::npos) {
+    VERDANT_RETURN_IF_ERROR(EncodeWithErrorFeedback(*codec, info.layout_fingerprint(), delta, rng, encoded));
+  } else {
+    VERDANT_RETURN_IF_ERROR(codec->Encode(delta, rng, encoded).WithContext("encoding the delta"));
+  }
   wire::Envelope env;
   auto* r = env.mutable_train_result();
   r->set_round(task.round());

@@ -34,6 +34,26 @@ Coordinator::Coordinator(CoordinatorOptions options, ParameterVector initial_mod
 
 Coordinator::~Coordinator() = default;
 
+Result<std::pair<bool, std::unique_ptr<UpdateCodec>>> ParseDownlinkCodec(const std::string& spec) {
+  const std::string_view kDelta = "delta:";
+  if (spec == "identity") return std::make_pair(false, std::unique_ptr<UpdateCodec>());
+  if (spec.rfind(kDelta, 0) == 0) {
+    auto inner = CreateCodec(spec.substr(kDelta.size()));
+    if (!inner.ok()) return inner.status().WithContext("downlink codec '" + spec + "'");
+    return std::make_pair(true, std::move(*inner));
+  }
+  if (spec.find("topk") != std::string::npos || spec.find('+') != std::string::npos) {
+    return InvalidArgumentError("downlink codec '" + spec +
+                                "': a whole model needs a dense codec (identity, fp16, int8, ...); "
+                                "sparse codecs only make sense as delta:<codec>, e.g. delta:topk:0.1+int8");
+  }
+  auto c = CreateCodec(spec);
+  if (!c.ok()) {
+    return c.status().WithContext("downlink codec '" + spec + "' (identity, fp16, or delta:<codec>)");
+  }
+  return std::make_pair(false, std::move(*c));
+}
+
 size_t Coordinator::connected_clients() const {
   std::lock_guard<std::mutex> l(mu_);
   size_t n = 0;
@@ -145,14 +165,21 @@ void Coordinator::HandleHello(const SessionPtr& s, ClientEntry& e, const wire::H
     return;
   }
   // The client must be able to run the uplink codec of this run.
-  const std::string& want = options_.uplink_codec;
-  bool has_codec = false;
-  for (const auto& c : hello.codecs()) {
-    auto name = c.substr(0, c.find('/'));
-    if (name == want || c == want) has_codec = true;
+  std::string missing;
+  std::vector<std::string> needed = CodecNamesInSpec(options_.uplink_codec);
+  {
+    std::string_view down = options_.downlink_codec;
+    if (down.rfind("delta:", 0) == 0) down.remove_prefix(6);
+    for (const auto& n : CodecNamesInSpec(down)) needed.push_back(n);
   }
-  if (!has_codec) {
-    std::string msg = "this run uses codec '" + want + "', which the client does not offer";
+  for (const auto& want : needed) {
+    bool has = false;
+    for (const auto& c : hello.codecs()) has |= c.substr(0, c.find('/')) == want;
+    if (!has) missing += (missing.empty() ? "" : ", ") + want;
+  }
+  if (!missing.empty()) {
+    std::string msg = "this run uses codec(s) " + missing + " (uplink '" + options_.uplink_codec + "', downlink '" +
+                      options_.downlink_codec + "'), which the client does not offer";
     spdlog::warn("session {} ({}): {}", s->id(), s->remote_address(), msg);
     s->CloseWithError(wire::Error::VERSION_MISMATCH, msg);
     return;
@@ -184,6 +211,7 @@ void Coordinator::HandleHello(const SessionPtr& s, ClientEntry& e, const wire::H
     e.hello = hello;
     e.state = hello.state();
     e.welcomed = true;
+    e.held_version = hello.held_model_version();
   }
   if (replaced) replaced->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "replaced by a new connection");
   wire::Envelope env;
@@ -360,14 +388,50 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   // and the same immutable chunk messages are queued to every client.
   TrainConfig cfg = strategy_->ConfigureTrain(round, global_);
   VERDANT_RETURN_IF_ERROR(strategy_->BeginRound(round, global_));
-  IdentityCodec model_codec;
-  ByteBuffer model_bytes;
-  Rng codec_rng = rng_.Fork(round);
-  VERDANT_RETURN_IF_ERROR(model_codec.Encode(global_.values(), codec_rng, model_bytes));
+  // The model goes out as one immutable set of chunk messages shared by
+  // every client (full) and, with a delta downlink, a second set for the
+  // clients that hold the previous broadcast.
   const uint64_t stream_id = (round << 20) | 1;  // downlink stream ids: distinct per round
-  auto chunks = MakeChunkMessages(stream_id, model_bytes, options_.chunk_bytes);
-  const uint64_t model_payload_bytes = model_bytes.size();
-  ByteBuffer().swap(model_bytes);
+  const uint64_t delta_stream_id = (round << 20) | 2;
+  std::string full_encoding = "identity";
+  std::vector<SharedBytes> chunks, delta_chunks;
+  uint64_t full_payload_bytes = 0, delta_payload_bytes = 0, delta_base = 0;
+  {
+    Rng codec_rng = rng_.Fork(round);
+    ByteBuffer bytes;
+    IdentityCodec identity;
+    if (downlink_codec_ == nullptr) {
+      VERDANT_RETURN_IF_ERROR(identity.Encode(global_.values(), codec_rng, bytes));
+    } else if (!downlink_delta_) {
+      // fp16 (or another dense codec): clients hold Decode(Encode(global)).
+      VERDANT_RETURN_IF_ERROR(downlink_codec_->Encode(global_.values(), codec_rng, bytes));
+      full_encoding = options_.downlink_codec;
+    } else {
+      if (broadcast_version_ == 0) {
+        broadcast_.assign(global_.values().begin(), global_.values().end());
+        broadcast_version_ = model_version_;
+      } else if (broadcast_version_ != model_version_) {
+        // delta = global - held, coded; held += Decode(delta), exactly as the
+        // clients will compute it. What the code drops stays in global - held
+        // and goes out with the next delta.
+        std::vector<float> diff(global_.size());
+        const auto g = global_.values();
+        for (size_t i = 0; i < diff.size(); ++i) diff[i] = g[i] - broadcast_[i];
+        ByteBuffer dbytes;
+        VERDANT_RETURN_IF_ERROR(downlink_codec_->Encode(diff, codec_rng, dbytes).WithContext("downlink delta"));
+        VERDANT_RETURN_IF_ERROR(downlink_codec_->DecodeAccumulate(dbytes, 1.0f, broadcast_));
+        delta_base = broadcast_version_;
+        broadcast_version_ = model_version_;
+        delta_payload_bytes = dbytes.size();
+        delta_chunks = MakeChunkMessages(delta_stream_id, dbytes, options_.chunk_bytes);
+      }
+      VERDANT_RETURN_IF_ERROR(identity.Encode(broadcast_, codec_rng, bytes));
+    }
+    full_payload_bytes = bytes.size();
+    chunks = MakeChunkMessages(stream_id, bytes, options_.chunk_bytes);
+  }
+  const std::string delta_encoding =
+      downlink_delta_ ? options_.downlink_codec.substr(std::string_view("delta:").size()) : std::string();
 
   struct Pending {
     std::string client_id;
@@ -408,22 +472,26 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
       t->set_uplink_codec(options_.uplink_codec);
       t->set_deadline_unix_ms(deadline_ms);
       t->set_max_examples(cfg.max_examples);
-      t->set_model_version(model_version_);
       t->set_seed(rng_.Fork(task_id).Next());
+      const bool send_delta = !delta_chunks.empty() && e.held_version == delta_base;
       auto* p = t->mutable_payload();
-      p->set_stream_id(stream_id);
-      p->set_encoding(std::string(model_codec.Name()));
+      p->set_stream_id(send_delta ? delta_stream_id : stream_id);
+      p->set_encoding(send_delta ? delta_encoding : full_encoding);
       p->set_num_params(global_.size());
       p->set_layout_fingerprint(global_.layout().Fingerprint());
-      p->set_payload_bytes(model_payload_bytes);
-      p->set_num_chunks(static_cast<uint32_t>(chunks.size()));
+      p->set_payload_bytes(send_delta ? delta_payload_bytes : full_payload_bytes);
+      p->set_num_chunks(static_cast<uint32_t>(send_delta ? delta_chunks.size() : chunks.size()));
+      p->set_base_version(send_delta ? delta_base : 0);
+      t->set_model_version(model_version_);
+      e.held_version = model_version_;
       Pending pe{id, e.session, e.session->bytes_received(), e.session->bytes_sent()};
       e.session->Send(env);
-      for (const auto& c : chunks) e.session->Send(c);
+      for (const auto& c : send_delta ? delta_chunks : chunks) e.session->Send(c);
       pending.emplace(task_id, std::move(pe));
     }
   }
   chunks.clear();
+  delta_chunks.clear();
   const auto t0 = std::chrono::steady_clock::now();
 
   // 3. Collect results as they arrive; fold each into the strategy at once.
@@ -576,6 +644,12 @@ Result<RunSummary> Coordinator::Run() {
   auto codec = CreateCodec(options_.uplink_codec);
   if (!codec.ok()) return codec.status();
   uplink_codec_ = std::move(*codec);
+  {
+    auto down = ParseDownlinkCodec(options_.downlink_codec);
+    if (!down.ok()) return down.status();
+    downlink_delta_ = down->first;
+    downlink_codec_ = std::move(down->second);
+  }
   if (!options_.out_dir.empty()) {
     auto r = RunReport::Open(options_.out_dir);
     if (!r.ok()) return r.status();

@@ -3,7 +3,10 @@
 // ClientLoop: the edge client's session with the coordinator. It connects
 // (secure handshake), says Hello, heartbeats, and for each TrainTask
 // receives the model in chunks, trains through a LocalTrainer, encodes
-// delta = local - global with the task's codec and streams it back. It
+// delta = local - global with the task's codec and streams it back. The
+// model arrives whole, or as a delta against the version the client still
+// holds (downlink "delta:<codec>"). Top-k uplinks go through error feedback,
+// whose residual survives reconnects and, with state_dir, restarts. It
 // reconnects with exponential backoff and jitter when the connection drops,
 // and exits cleanly when the coordinator says Bye.
 //   ClientLoop loop(options, trainer);       // trainer: LocalTrainer&
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "verdant/compression/codec.h"
+#include "verdant/compression/error_feedback.h"
 #include "verdant/core/clock.h"
 #include "verdant/core/status.h"
 #include "verdant/transport/session.h"
@@ -74,6 +78,10 @@ struct ClientLoopOptions {
   Duration backoff_initial = std::chrono::milliseconds(500);
   Duration backoff_max = std::chrono::seconds(30);
   uint64_t seed = 0;                 // jitter and stochastic codecs
+  // Where client state survives a restart (the error-feedback residual of
+  // top-k uplinks, `error_feedback.bin`). "" = in memory only (it still
+  // survives reconnects within the process).
+  std::string state_dir;
 };
 
 class ClientLoop {
@@ -90,16 +98,25 @@ class ClientLoop {
   Status RunSession(ClientConnection& conn);
   Status HandleTrainTask(ClientConnection& conn, const wire::TrainTask& task);
   Result<UpdateCodec*> CodecFor(const std::string& spec);
+  Status EncodeWithErrorFeedback(UpdateCodec& codec, uint64_t tag, std::span<const float> delta, Rng& rng,
+                                 ByteBuffer& out);
 
   ClientLoopOptions options_;
   LocalTrainer& trainer_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> tasks_completed_{0};
   uint32_t chunk_bytes_ = kDefaultChunkBytes;
-  // One codec instance per spec, kept across rounds and reconnects so that
-  // stateful codecs (error feedback) keep their residual.
+  // One codec instance per spec, kept across rounds and reconnects.
   std::map<std::string, std::unique_ptr<UpdateCodec>> codecs_;
   Rng rng_;
+  // The global model as last received (a downlink delta applies to it).
+  std::vector<float> held_model_;
+  uint64_t held_version_ = 0;  // 0 = none
+  std::vector<float> scratch_;
+  // Residual of biased (top-k) uplink codecs; kept across rounds,
+  // reconnects and (with state_dir) restarts.
+  ErrorFeedback error_feedback_;
+  bool error_feedback_loaded_ = false;
 };
 
 // Every codec this build can run, as "name/version" for Hello.

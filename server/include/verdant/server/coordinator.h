@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -45,6 +46,12 @@ struct CoordinatorOptions {
   Duration round_timeout = std::chrono::minutes(5);     // per-round deadline for results
   std::string model_name = "mlp";  // sent in TrainTask; the client builds it from its model zoo
   std::string uplink_codec = "identity";
+  // How the global model travels to clients: "identity" (float32), "fp16",
+  // or "delta:<codec>" (e.g. "delta:int8"): a client that holds the previous
+  // broadcast gets the change encoded with <codec>, others the whole model
+  // in float32. The coordinator keeps what clients hold and carries the
+  // downlink's coding error into the next round's delta.
+  std::string downlink_codec = "identity";
   uint32_t chunk_bytes = kDefaultChunkBytes;
   uint32_t heartbeat_interval_ms = 5000;
   uint64_t seed = 1;
@@ -52,6 +59,10 @@ struct CoordinatorOptions {
   std::string out_dir;             // "" = no files
   bool evaluate_every_round = true;
 };
+
+// Parses CoordinatorOptions::downlink_codec: {is_delta, codec} (codec null
+// for "identity"). kInvalidArgument naming the valid forms.
+Result<std::pair<bool, std::unique_ptr<UpdateCodec>>> ParseDownlinkCodec(const std::string& spec);
 
 class Coordinator final : public SessionHandler {
  public:
@@ -70,6 +81,11 @@ class Coordinator final : public SessionHandler {
   void SetRoundCallback(std::function<void(const RoundRecord&)> cb) { round_cb_ = std::move(cb); }
 
   const ParameterVector& global_model() const { return global_; }
+  // The model as clients hold it after the last broadcast: global_model()
+  // for the identity downlink, else the reconstruction clients compute.
+  std::span<const float> broadcast_model() const {
+    return broadcast_.empty() ? global_.values() : std::span<const float>(broadcast_);
+  }
   size_t connected_clients() const;
 
   // SessionHandler
@@ -92,6 +108,7 @@ class Coordinator final : public SessionHandler {
     // History for selectors.
     uint64_t rounds_selected = 0, rounds_completed = 0, rounds_failed = 0;
     double last_train_seconds = 0, last_train_loss = 0;
+    uint64_t held_version = 0;  // model version the client holds (0 = none)
   };
   struct Event {
     enum Kind { kResult, kGone, kBadUpload } kind;
@@ -117,7 +134,12 @@ class Coordinator final : public SessionHandler {
 
   CoordinatorOptions options_;
   ParameterVector global_;
-  uint64_t model_version_ = 0;
+  uint64_t model_version_ = 1;  // versions start at 1; 0 means "no model"
+  // Downlink: what clients hold, when it differs from global_ (fp16/delta).
+  std::unique_ptr<UpdateCodec> downlink_codec_;  // the codec of fp16 / delta:<codec>
+  bool downlink_delta_ = false;
+  std::vector<float> broadcast_;                 // the model clients hold (empty: = global_)
+  uint64_t broadcast_version_ = 0;               // its version (0 = none yet)
   std::unique_ptr<Strategy> strategy_;
   std::unique_ptr<ClientSelector> selector_;
   std::unique_ptr<UpdateCodec> uplink_codec_;
