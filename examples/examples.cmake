@@ -44,6 +44,13 @@ if(VERDANT_BUILD_TESTS)
   set_tests_properties(examples.custom_strategy PROPERTIES LABELS "examples" TIMEOUT 120)
 endif()
 
+# The CLI's end-to-end tests load the example through `verdant demo --plugin`.
+if(TARGET verdant_integration_tests)
+  target_compile_definitions(verdant_integration_tests PRIVATE
+    VERDANT_EXAMPLE_PLUGIN="$<TARGET_FILE:verdant_clipped_mean>")
+  add_dependencies(verdant_integration_tests verdant_clipped_mean)
+endif()
+
 # ---- broken plug-ins for tests/aggregation/plugin_test.cc -----------------------
 if(TARGET verdant_aggregation_tests)
   set(_tp_src ${CMAKE_SOURCE_DIR}/tests/aggregation/plugins/test_plugin.cc)

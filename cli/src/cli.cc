@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <thread>
 #include <toml++/toml.h>
 
@@ -18,6 +19,8 @@
 #include "verdant/client/partition.h"
 #include "verdant/client/torch_local_trainer.h"
 #include "verdant/client/trainer.h"
+#include "verdant/aggregation/plugins.h"
+#include "verdant/core/plugin.h"
 
 extern char** environ;
 
@@ -57,6 +60,86 @@ Result<std::pair<size_t, size_t>> ParseShard(const std::string& s) {
   }
 }
 
+// Loads strategy/aggregator/optimizer/selector plug-ins into the registries.
+Status LoadPlugins(const std::vector<std::string>& paths) {
+  if (paths.empty()) return OkStatus();
+  static PluginHost* host = [] {
+    auto* h = new PluginHost();
+    Status st = RegisterAggregationPluginKinds(*h);
+    if (st.ok()) st = h->AddRegistry<ClientSelector>("selector", SelectorRegistry());
+    if (!st.ok()) spdlog::error("plug-in host: {}", st.ToString());
+    return h;
+  }();
+  for (const auto& p : paths) {
+    VERDANT_RETURN_IF_ERROR(LoadPlugin(p, *host));
+    spdlog::info("loaded plug-in {}", p);
+  }
+  return OkStatus();
+}
+
+// "--server-lr 0.01 --beta=0.9" (the arguments CLI11 did not know) -> options
+// {server_lr: 0.01, beta: 0.9} for the strategy, which rejects unknown ones.
+Status ParseStrategyExtras(const std::vector<std::string>& extras, OptionMap& options) {
+  for (size_t i = 0; i < extras.size(); ++i) {
+    const std::string& a = extras[i];
+    if (a.rfind("--", 0) != 0 || a.size() < 3) {
+      return InvalidArgumentError("unexpected argument '" + a + "' (strategy options look like --server-lr 0.01)");
+    }
+    std::string key = a.substr(2), value;
+    auto eq = key.find('=');
+    if (eq != std::string::npos) {
+      value = key.substr(eq + 1);
+      key.resize(eq);
+    } else {
+      if (i + 1 >= extras.size()) return InvalidArgumentError("strategy option --" + key + " needs a value");
+      value = extras[++i];
+    }
+    for (char& c : key) c = c == '-' ? '_' : c;
+    options.Set(key, value);
+  }
+  return OkStatus();
+}
+
+// Fault injection for robustness experiments: wraps a trainer and corrupts
+// its updates ("scale:F" multiplies the delta by F, "nan" poisons it).
+class AttackTrainer final : public LocalTrainer {
+ public:
+  static Result<std::unique_ptr<AttackTrainer>> Create(const std::string& spec, std::unique_ptr<LocalTrainer> inner) {
+    float scale = 0;
+    bool nan = false;
+    if (spec == "nan") {
+      nan = true;
+    } else if (spec.rfind("scale:", 0) == 0) {
+      try {
+        scale = std::stof(spec.substr(6));
+      } catch (...) {
+        return InvalidArgumentError("--attack scale:F needs a number, got '" + spec + "'");
+      }
+    } else {
+      return InvalidArgumentError("unknown --attack '" + spec + "' (scale:F or nan)");
+    }
+    return std::unique_ptr<AttackTrainer>(new AttackTrainer(std::move(inner), scale, nan));
+  }
+  std::string_view Name() const override { return "attack"; }
+  uint64_t num_examples() const override { return inner_->num_examples(); }
+  Result<TaskOutcome> Train(const TaskSpec& task, std::span<const float> global, std::vector<float>& delta) override {
+    VERDANT_ASSIGN_OR_RETURN(TaskOutcome out, inner_->Train(task, global, delta));
+    if (nan_) {
+      for (size_t i = 0; i < delta.size(); i += 7) delta[i] = std::numeric_limits<float>::quiet_NaN();
+    } else {
+      for (float& d : delta) d *= scale_;
+    }
+    return out;
+  }
+
+ private:
+  AttackTrainer(std::unique_ptr<LocalTrainer> inner, float scale, bool nan)
+      : inner_(std::move(inner)), scale_(scale), nan_(nan) {}
+  std::unique_ptr<LocalTrainer> inner_;
+  float scale_;
+  bool nan_;
+};
+
 // ---- client -------------------------------------------------------------------
 
 struct ClientArgs {
@@ -72,6 +155,7 @@ struct ClientArgs {
   std::string log_file;
   cli::ClientSecurity security;
   std::string state_dir;
+  std::string attack;  // fault injection: "scale:F" or "nan"
 };
 
 Status RunClient(const ClientArgs& a) {
@@ -88,7 +172,13 @@ Status RunClient(const ClientArgs& a) {
   train = Dataset();
   spdlog::info("client {}: shard {} of {} ({}, seed {}): {} examples", a.name, shard.first, shard.second, a.partition,
                a.seed, mine.size());
-  VERDANT_ASSIGN_OR_RETURN(auto trainer, TorchLocalTrainer::Create(std::move(mine)));
+  VERDANT_ASSIGN_OR_RETURN(auto torch_trainer, TorchLocalTrainer::Create(std::move(mine)));
+  std::unique_ptr<LocalTrainer> trainer = std::move(torch_trainer);
+  if (!a.attack.empty()) {
+    VERDANT_ASSIGN_OR_RETURN(auto attacker, AttackTrainer::Create(a.attack, std::move(trainer)));
+    trainer = std::move(attacker);
+    spdlog::warn("this client is ADVERSARIAL (--attack {}): its updates are corrupted on purpose", a.attack);
+  }
   ClientLoopOptions o;
   o.host = hp.first;
   o.port = hp.second;
@@ -255,6 +345,11 @@ struct DemoArgs {
   std::string data_dir = DefaultFashionMnistDir();
   std::string log_level = "warn";
   bool insecure = false;
+  std::vector<std::string> plugins;
+  std::string selector = "random";
+  size_t adversarial = 0;          // clients 0..N-1 corrupt their updates
+  std::string attack = "scale:1e6";
+  OptionMap strategy_options;      // from extra --key value arguments
 };
 
 class ChildProcesses {
@@ -317,7 +412,9 @@ Status RunDemo(const DemoArgs& a) {
   VERDANT_RETURN_IF_ERROR(cli::ConfigureLogging(a.log_level, ""));
   if (a.clients < 1 || a.clients > 1000) return InvalidArgumentError("--clients must be 1..1000");
   if (a.clients_per_round > a.clients) return InvalidArgumentError("--clients-per-round cannot exceed --clients");
+  if (a.adversarial > a.clients) return InvalidArgumentError("--adversarial cannot exceed --clients");
   VERDANT_RETURN_IF_ERROR(cli::CheckDataDir(a.data_dir));
+  VERDANT_RETURN_IF_ERROR(LoadPlugins(a.plugins));
   VERDANT_ASSIGN_OR_RETURN(auto layout, ModelLayout(a.model));
   {
     // Fail fast on a bad partition spec, before starting processes.
@@ -345,6 +442,8 @@ Status RunDemo(const DemoArgs& a) {
   s.coordinator.wait_for_clients = 120s;
   s.coordinator.round_timeout = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(a.round_timeout));
   s.strategy = a.strategy;
+  s.strategy_options = a.strategy_options;
+  s.selector = a.selector;
   s.strategy_options.Set("local_epochs", std::to_string(a.local_epochs));
   s.strategy_options.Set("batch_size", std::to_string(a.batch_size));
   s.strategy_options.Set("lr", std::to_string(a.lr));
@@ -382,6 +481,7 @@ Status RunDemo(const DemoArgs& a) {
                                        "--max-reconnects", "2",
                                        "--log-file", (out / "logs" / ("client-" + std::to_string(i) + ".log")).string(),
                                        "--state-dir", (out / "state" / ("client-" + std::to_string(i))).string()};
+      if (i < a.adversarial) args.insert(args.end(), {"--attack", a.attack});
       if (a.insecure) {
         args.push_back("--insecure");
       } else {
@@ -439,6 +539,9 @@ int RunCli(int argc, char** argv) {
   server->add_option("--key", server_key, "folder with the coordinator's key pair (overrides security.key_dir)");
   server->add_option("--allow-list", server_allow, "file of allowed client public keys (overrides security.allow_list)");
   server->add_flag("--insecure", server_insecure, "plaintext, unauthenticated (debugging only)");
+  std::vector<std::string> server_plugins;
+  server->add_option("--plugin", server_plugins, "load a strategy/selector plug-in (.so); repeatable")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
 
   // keygen
   std::string keygen_out;
@@ -463,6 +566,7 @@ int RunCli(int argc, char** argv) {
   client->add_option("--key", ca.security.key_dir, "folder with this client's key pair (created on first use)");
   client->add_option("--server-key", ca.security.server_key, "the coordinator's public key: vpk1... or its verdant.pub");
   client->add_option("--state-dir", ca.state_dir, "folder for state that survives restarts (error-feedback residual)");
+  client->add_option("--attack", ca.attack, "fault injection for robustness tests: scale:F or nan");
   client->add_flag("--insecure", ca.security.insecure, "plaintext, unauthenticated (debugging only)");
 
   // demo
@@ -489,6 +593,14 @@ int RunCli(int argc, char** argv) {
   demo->add_option("--data-dir", da.data_dir, "Fashion-MNIST IDX folder")->capture_default_str();
   demo->add_option("--log-level", da.log_level, "coordinator log level")->capture_default_str();
   demo->add_flag("--insecure", da.insecure, "plaintext between coordinator and clients (debugging only)");
+  demo->add_option("--plugin", da.plugins, "load a strategy/selector plug-in (.so); repeatable")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  demo->add_option("--selector", da.selector, "client selector")->capture_default_str();
+  demo->add_option("--adversarial", da.adversarial, "how many clients corrupt their updates (robustness demo)");
+  demo->add_option("--attack", da.attack, "what adversarial clients do: scale:F or nan")->capture_default_str();
+  demo->allow_extras();
+  demo->footer("Strategy options follow as --name value, e.g. --strategy fedadam --server-lr 0.01 "
+               "(see docs/strategies.md).");
 
   try {
     app.parse(argc, argv);
@@ -498,9 +610,15 @@ int RunCli(int argc, char** argv) {
 
   if (*keygen) return ExitFor(RunKeygen(keygen_out, keygen_force));
   if (*client) return ExitFor(RunClient(ca));
-  if (*demo) return ExitFor(RunDemo(da));
+  if (*demo) {
+    Status st = ParseStrategyExtras(demo->remaining(), da.strategy_options);
+    if (!st.ok()) return ExitFor(st);
+    return ExitFor(RunDemo(da));
+  }
   if (*server) {
     Status st = cli::ConfigureLogging(server_log, "");
+    if (!st.ok()) return ExitFor(st);
+    st = LoadPlugins(server_plugins);
     if (!st.ok()) return ExitFor(st);
     auto setup = LoadServerConfig(config);
     if (!setup.ok()) return ExitFor(setup.status());

@@ -601,6 +601,7 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   rec.completed = completed_ids.size();
   rec.failed = failures.size();
   rec.train_loss = loss_weight > 0 ? loss_sum / loss_weight : 0.0;
+  rec.metrics = strategy_->RoundMetrics();
   selector_->OnRoundEnd(round, completed_ids, failed_ids);
 
   // 5. Evaluate.

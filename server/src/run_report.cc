@@ -38,7 +38,7 @@ Result<std::unique_ptr<RunReport>> RunReport::Open(const std::filesystem::path& 
   r->clients_.open(dir / "clients.csv", std::ios::trunc);
   if (!r->rounds_ || !r->clients_) return UnavailableError("cannot write into " + dir.string());
   r->rounds_ << "round,selected,completed,failed,accuracy,loss,bytes_up,bytes_down,wall_seconds,"
-                "train_loss,eval_seconds,started_utc,model_updated\n";
+                "train_loss,eval_seconds,started_utc,model_updated,metrics\n";
   r->clients_ << "round,client_id,status,num_examples,train_loss,train_seconds,bytes_up,bytes_down,"
                  "codec,reason\n";
   r->rounds_.flush();
@@ -51,7 +51,13 @@ Status RunReport::AddRound(const RoundRecord& r, const std::vector<ClientRoundRe
           << (r.accuracy ? Num(*r.accuracy) : "") << ',' << (r.loss ? Num(*r.loss) : "") << ','
           << r.bytes_up << ',' << r.bytes_down << ',' << Num(r.wall_seconds) << ','
           << Num(r.train_loss) << ',' << Num(r.eval_seconds) << ',' << r.started_utc << ','
-          << (r.model_updated ? 1 : 0) << '\n';
+          << (r.model_updated ? 1 : 0) << ',';
+  bool first = true;
+  for (const auto& [k, v] : r.metrics) {
+    rounds_ << (first ? "" : " ") << k << '=' << Num(v);
+    first = false;
+  }
+  rounds_ << '\n';
   rounds_.flush();
   for (const auto& c : clients) {
     clients_ << c.round << ',' << CsvField(c.client_id) << ',' << c.status << ',' << c.num_examples

@@ -205,3 +205,36 @@ TEST_CASE("security is on by default: the server needs a key and the client a pi
   c = RunBinary("client --server 127.0.0.1:1 --shard 0/1 --max-reconnects 0 --max-examples 10 --insecure");
   CHECK(c.output.find("PLAINTEXT") != std::string::npos);
 }
+
+#ifdef VERDANT_EXAMPLE_PLUGIN
+TEST_CASE("verdant demo loads the one-file example strategy plug-in and trains with it") {
+  if (!LoadFashionMnist(DefaultFashionMnistDir(), "test", 10).ok()) return;
+  testing::TempDir out;
+  auto c = RunBinary(std::string("demo --plugin ") + VERDANT_EXAMPLE_PLUGIN +
+                     " --strategy clippedmean --clip-norm 5 --clients 3 --rounds 2 --max-examples 300"
+                     " --eval-examples 1000 --out " + out.path().string());
+  INFO(c.output);
+  REQUIRE(c.exit_code == 0);
+  auto summary = testing::ReadFile(out.path() / "summary.json");
+  CHECK(summary.find("\"strategy\": \"clippedmean\"") != std::string::npos);
+  CHECK(summary.find("\"rounds_completed\": 2") != std::string::npos);
+  // A plug-in that is not there, or options the strategy does not know, are clear errors.
+  c = RunBinary("demo --plugin /nonexistent/libx.so --clients 1 --rounds 1 --out " + out.path().string());
+  CHECK(c.exit_code == 2);
+  CHECK(c.output.find("/nonexistent/libx.so") != std::string::npos);
+  c = RunBinary(std::string("demo --plugin ") + VERDANT_EXAMPLE_PLUGIN +
+                " --strategy clippedmean --frobnicate 3 --clients 1 --rounds 1 --out " + out.path().string());
+  CHECK(c.exit_code == 2);
+  CHECK(c.output.find("frobnicate") != std::string::npos);
+}
+#endif
+
+TEST_CASE("strategy options on the demo command line reach the strategy") {
+  testing::TempDir out;
+  auto c = RunBinary("demo --strategy fedavg --server-momentum 0.9 --clients 1 --rounds 1 --out " +
+                     out.path().string());
+  CHECK(c.exit_code == 2);
+  CHECK(c.output.find("server_momentum") != std::string::npos);
+  c = RunBinary("demo --strategy fedadam --server-lr --clients 1 --rounds 1 --out " + out.path().string());
+  CHECK(c.exit_code == 2);
+}

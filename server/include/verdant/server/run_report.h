@@ -38,6 +38,9 @@ struct RoundRecord {
   double eval_seconds = 0;
   std::string started_utc;
   bool model_updated = false;
+  // The strategy's per-round figures (Strategy::RoundMetrics, e.g.
+  // dp_epsilon), written as "key=value" pairs separated by spaces.
+  std::map<std::string, double> metrics;
 };
 
 struct ClientRoundRecord {
