@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <sstream>
 #include <thread>
 #include <toml++/toml.h>
 
@@ -156,6 +157,12 @@ struct ClientArgs {
   cli::ClientSecurity security;
   std::string state_dir;
   std::string attack;  // fault injection: "scale:F" or "nan"
+  // Device state (the app or agent would feed these; sysfs fills battery and power when present).
+  std::string zone, profile, power, network;
+  double battery = -1;
+  bool charging = false, idle = false;
+  double intensity = 0;
+  std::string sysfs_root = "/sys/class/power_supply";
 };
 
 Status RunClient(const ClientArgs& a) {
@@ -164,6 +171,22 @@ Status RunClient(const ClientArgs& a) {
   VERDANT_ASSIGN_OR_RETURN(auto shard, ParseShard(a.shard));
   VERDANT_RETURN_IF_ERROR(cli::CheckDataDir(a.data_dir));
   VERDANT_ASSIGN_OR_RETURN(HandshakerFactory handshaker, cli::MakeClientHandshaker(a.security));
+  energy::DeviceState ds;
+  ds.zone = a.zone;
+  if (a.battery >= 0) ds.battery_percent = a.battery;
+  ds.charging = a.charging;
+  ds.idle = a.idle;
+  if (!a.power.empty()) {
+    VERDANT_ASSIGN_OR_RETURN(ds.power_source, energy::ParsePowerSource(a.power));
+  }
+  if (!a.network.empty()) {
+    VERDANT_ASSIGN_OR_RETURN(ds.network, energy::ParseNetworkType(a.network));
+  }
+  if (a.intensity > 0) ds.local_intensity = CarbonIntensity::GramsPerKwh(a.intensity);
+  energy::ManualDeviceStateProvider manual;
+  VERDANT_RETURN_IF_ERROR(manual.Set(ds).WithContext("device state flags"));
+  energy::SysfsDeviceStateProvider sysfs(energy::PowerSupplyReaderOptions{a.sysfs_root}, &manual);
+  const bool use_sysfs = a.battery < 0 && std::filesystem::is_directory(a.sysfs_root);
   ConfigureTorchThreads(1);
   VERDANT_ASSIGN_OR_RETURN(Dataset train, LoadFashionMnist(a.data_dir, "train"));
   VERDANT_ASSIGN_OR_RETURN(auto idx, PartitionIndices(a.partition, train.labels, 10, shard.second, shard.first, a.seed));
@@ -187,6 +210,8 @@ Status RunClient(const ClientArgs& a) {
   o.seed = a.seed * 1000003 + shard.first;
   o.connection.handshaker = std::move(handshaker);
   o.state_dir = a.state_dir;
+  o.state_provider = use_sysfs ? static_cast<const energy::DeviceStateProvider*>(&sysfs) : &manual;
+  o.device_profile = a.profile;
   ClientLoop loop(o, *trainer);
   cli::SetStopCallback([&loop] { loop.Stop(); });
   Status st = loop.Run();
@@ -244,9 +269,10 @@ Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
   }
   for (const auto& [k, v] : cfg) {
     std::string key(k.str());
-    if (key != "server" && key != "run" && key != "strategy" && key != "selector" && key != "security") {
+    if (key != "server" && key != "run" && key != "strategy" && key != "selector" && key != "security" &&
+        key != "carbon") {
       return InvalidArgumentError(path + ": unknown section [" + key +
-                                  "] (known: server, run, strategy, selector, security)");
+                                  "] (known: server, run, strategy, selector, security, carbon)");
     }
   }
   cli::ServeSetup s;
@@ -311,6 +337,25 @@ Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
       s.security.allow_list = (base / s.security.allow_list).string();
     }
   }
+  if (const toml::table* cb = cfg["carbon"].as_table()) {
+    VERDANT_RETURN_IF_ERROR(CheckKeys(cb, {"trace_dir", "scope", "constant_g_per_kwh", "start", "hours_per_round",
+                                           "max_defer_h", "profiles_file", "default_profile"},
+                                      "carbon"));
+    auto& c = s.carbon;
+    VERDANT_ASSIGN_OR_RETURN(c.trace_dir, TomlGet<std::string>(*cb, "trace_dir", "", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.scope, TomlGet<std::string>(*cb, "scope", "direct", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.constant_g_per_kwh, TomlGet<double>(*cb, "constant_g_per_kwh", 0.0, "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.start, TomlGet<std::string>(*cb, "start", "", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.hours_per_round, TomlGet<double>(*cb, "hours_per_round", 1.0, "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.max_defer_h, TomlGet<double>(*cb, "max_defer_h", 0.0, "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.profiles_file, TomlGet<std::string>(*cb, "profiles_file", "", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.default_profile, TomlGet<std::string>(*cb, "default_profile", "phone-midrange", "carbon"));
+    auto base = fs::path(path).parent_path();
+    if (!c.trace_dir.empty() && fs::path(c.trace_dir).is_relative()) c.trace_dir = (base / c.trace_dir).string();
+    if (!c.profiles_file.empty() && fs::path(c.profiles_file).is_relative()) {
+      c.profiles_file = (base / c.profiles_file).string();
+    }
+  }
   if (const toml::table* st = cfg["strategy"].as_table()) {
     VERDANT_ASSIGN_OR_RETURN(s.strategy, TomlGet<std::string>(*st, "name", "fedavg", "strategy"));
     s.strategy_options = TableOptions(st);
@@ -350,6 +395,9 @@ struct DemoArgs {
   size_t adversarial = 0;          // clients 0..N-1 corrupt their updates
   std::string attack = "scale:1e6";
   OptionMap strategy_options;      // from extra --key value arguments
+  std::string zones;               // comma-separated; clients spread round-robin
+  std::string profile = "phone-midrange";
+  cli::CarbonSetup carbon{.start = "2022-06-01T00:00:00Z"};
 };
 
 class ChildProcesses {
@@ -451,6 +499,15 @@ Status RunDemo(const DemoArgs& a) {
   s.eval_examples = a.eval_examples;
   s.init_seed = a.seed;
   s.security.insecure = a.insecure;
+  s.carbon = a.carbon;
+  std::vector<std::string> zones;
+  {
+    std::stringstream zs(a.zones);
+    std::string z;
+    while (std::getline(zs, z, ',')) {
+      if (!z.empty()) zones.push_back(z);
+    }
+  }
   std::string server_pub;
   if (!a.insecure) {
     // Throwaway identities for this demo: the coordinator's key in out/keys/,
@@ -482,6 +539,9 @@ Status RunDemo(const DemoArgs& a) {
                                        "--log-file", (out / "logs" / ("client-" + std::to_string(i) + ".log")).string(),
                                        "--state-dir", (out / "state" / ("client-" + std::to_string(i))).string()};
       if (i < a.adversarial) args.insert(args.end(), {"--attack", a.attack});
+      if (!zones.empty()) args.insert(args.end(), {"--zone", zones[i % zones.size()]});
+      args.insert(args.end(), {"--profile", a.profile, "--network", "wifi", "--power", "grid", "--battery", "80",
+                               "--charging"});
       if (a.insecure) {
         args.push_back("--insecure");
       } else {
@@ -566,6 +626,14 @@ int RunCli(int argc, char** argv) {
   client->add_option("--key", ca.security.key_dir, "folder with this client's key pair (created on first use)");
   client->add_option("--server-key", ca.security.server_key, "the coordinator's public key: vpk1... or its verdant.pub");
   client->add_option("--state-dir", ca.state_dir, "folder for state that survives restarts (error-feedback residual)");
+  client->add_option("--zone", ca.zone, "grid zone of this device, as the carbon traces name it (e.g. NO, US-CISO)");
+  client->add_option("--profile", ca.profile, "device energy profile (phone-midrange, phone-flagship, laptop, ...)");
+  client->add_option("--battery", ca.battery, "battery level 0..100 (default: read /sys/class/power_supply)");
+  client->add_flag("--charging", ca.charging, "the device is charging");
+  client->add_option("--power", ca.power, "grid, solar or battery");
+  client->add_option("--network", ca.network, "wifi (unmetered) or cellular");
+  client->add_flag("--idle", ca.idle, "the device is idle (not in use)");
+  client->add_option("--intensity", ca.intensity, "grid intensity the device knows locally, gCO2e/kWh");
   client->add_option("--attack", ca.attack, "fault injection for robustness tests: scale:F or nan");
   client->add_flag("--insecure", ca.security.insecure, "plaintext, unauthenticated (debugging only)");
 
@@ -598,6 +666,14 @@ int RunCli(int argc, char** argv) {
   demo->add_option("--selector", da.selector, "client selector")->capture_default_str();
   demo->add_option("--adversarial", da.adversarial, "how many clients corrupt their updates (robustness demo)");
   demo->add_option("--attack", da.attack, "what adversarial clients do: scale:F or nan")->capture_default_str();
+  demo->add_option("--zones", da.zones, "grid zones, comma-separated (e.g. NO,ES,US-CISO); clients round-robin");
+  demo->add_option("--profile", da.profile, "device energy profile of every client")->capture_default_str();
+  demo->add_option("--start", da.carbon.start, "grid time of round 1 on the traces (UTC)")->capture_default_str();
+  demo->add_option("--hours-per-round", da.carbon.hours_per_round, "grid hours between rounds")->capture_default_str();
+  demo->add_option("--max-defer-h", da.carbon.max_defer_h, "how long carbon-deferral may hold a round, hours");
+  demo->add_option("--carbon-dir", da.carbon.trace_dir, "folder of hourly carbon traces (default: shipped data)");
+  demo->add_option("--carbon-scope", da.carbon.scope, "Electricity Maps column: direct or lifecycle")
+      ->capture_default_str();
   demo->allow_extras();
   demo->footer("Strategy options follow as --name value, e.g. --strategy fedadam --server-lr 0.01 "
                "(see docs/strategies.md).");

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 
@@ -206,6 +207,67 @@ std::string HumanBytes(uint64_t b) {
   return buf;
 }
 
+Result<std::string> FindCarbonDir() {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> tries;
+  if (const char* d = std::getenv("VERDANT_DATA_DIR")) tries.push_back(fs::path(d) / "carbon");
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    tries.push_back(exe.parent_path().parent_path() / "data" / "carbon");
+    tries.push_back(exe.parent_path().parent_path() / "share" / "verdant" / "data" / "carbon");
+  }
+  tries.push_back(fs::current_path(ec) / "data" / "carbon");
+  std::string list;
+  for (const auto& t : tries) {
+    if (fs::is_directory(t, ec)) return t.string();
+    list += (list.empty() ? "" : ", ") + t.string();
+  }
+  return NotFoundError("no carbon traces found (looked in " + list +
+                       "); pass --carbon-dir or set VERDANT_DATA_DIR to the folder holding carbon/");
+}
+
+Result<std::unique_ptr<energy::CarbonIntensitySource>> MakeCarbon(const CarbonSetup& c,
+                                                                  CoordinatorEnergyOptions& out) {
+  std::unique_ptr<energy::CarbonIntensitySource> source;
+  if (c.constant_g_per_kwh > 0) {
+    source = std::make_unique<energy::ConstantIntensitySource>(CarbonIntensity::GramsPerKwh(c.constant_g_per_kwh));
+  } else {
+    std::string dir = c.trace_dir;
+    if (dir.empty()) {
+      VERDANT_ASSIGN_OR_RETURN(dir, FindCarbonDir());
+    }
+    energy::EmissionScope scope;
+    if (c.scope == "direct") scope = energy::EmissionScope::kDirect;
+    else if (c.scope == "lifecycle") scope = energy::EmissionScope::kLifecycle;
+    else return InvalidArgumentError("carbon scope must be direct or lifecycle, got '" + c.scope + "'");
+    VERDANT_ASSIGN_OR_RETURN(auto traces, energy::TraceIntensitySource::LoadDirectory(dir, scope));
+    std::string zones;
+    for (const auto& z : traces->Zones()) zones += (zones.empty() ? "" : ",") + z;
+    spdlog::info("carbon traces from {}: {}", dir, zones);
+    source = std::move(traces);
+  }
+  if (!c.start.empty()) {
+    VERDANT_ASSIGN_OR_RETURN(TimePoint t, energy::ParseUtcTimestamp(c.start));
+    out.grid_time_start = t;
+  }
+  if (!(c.hours_per_round > 0)) return InvalidArgumentError("hours per round must be > 0");
+  if (!(c.max_defer_h >= 0)) return InvalidArgumentError("max defer hours must be >= 0");
+  out.grid_time_per_round = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(c.hours_per_round * 3600));
+  out.max_defer = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(c.max_defer_h * 3600));
+  if (!c.profiles_file.empty()) {
+    VERDANT_ASSIGN_OR_RETURN(out.profiles, energy::LoadDeviceProfiles(c.profiles_file));
+  }
+  bool known = false;
+  for (const auto& p : out.profiles) known |= p.name == c.default_profile;
+  if (!known && !energy::BuiltinProfile(c.default_profile).ok()) {
+    return energy::BuiltinProfile(c.default_profile).status();
+  }
+  out.default_profile = c.default_profile;
+  out.intensity = source.get();
+  return source;
+}
+
 Result<RunSummary> Serve(ServeSetup setup, const std::function<Status(uint16_t)>& on_listening) {
   // Validate everything before binding a port.
   VERDANT_ASSIGN_OR_RETURN(auto strategy, CreateStrategy(setup.strategy, setup.strategy_options));
@@ -213,6 +275,7 @@ Result<RunSummary> Serve(ServeSetup setup, const std::function<Status(uint16_t)>
   VERDANT_ASSIGN_OR_RETURN(auto codec_check, CreateCodec(setup.coordinator.uplink_codec));
   codec_check.reset();
   VERDANT_RETURN_IF_ERROR(ParseDownlinkCodec(setup.coordinator.downlink_codec).status());
+  VERDANT_ASSIGN_OR_RETURN(auto carbon, MakeCarbon(setup.carbon, setup.coordinator.energy));
   ConfigureTorchThreads(1);
   VERDANT_ASSIGN_OR_RETURN(ParameterVector initial, InitialModel(setup.coordinator.model_name, setup.init_seed));
   VERDANT_ASSIGN_OR_RETURN(auto evaluator,

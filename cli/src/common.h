@@ -59,6 +59,25 @@ Result<HandshakerFactory> MakeClientHandshaker(const ClientSecurity& s);
 // Loads the key pair in `dir`, or generates and saves one when `dir` has none.
 Result<KeyPair> LoadOrCreateKeyPair(const std::filesystem::path& dir, bool* created = nullptr);
 
+// ---- energy and carbon -------------------------------------------------------
+
+struct CarbonSetup {
+  std::string trace_dir;             // "" = find the shipped data/carbon
+  std::string scope = "direct";      // Electricity Maps column: direct | lifecycle
+  double constant_g_per_kwh = 0;     // > 0: one constant intensity for every zone instead of traces
+  std::string start;                 // grid time of round 1 (ISO 8601 UTC); "" = the wall clock
+  double hours_per_round = 1.0;      // grid time between rounds when `start` is set
+  double max_defer_h = 0;            // how long carbon-deferral may hold a round
+  std::string profiles_file;         // extra device profiles (TOML)
+  std::string default_profile = "phone-midrange";
+};
+// The shipped carbon traces: $VERDANT_DATA_DIR/carbon, then <exe>/../data/carbon,
+// <exe>/../share/verdant/data/carbon, ./data/carbon. kNotFound listing them.
+Result<std::string> FindCarbonDir();
+// Builds the intensity source and fills the coordinator's energy options.
+Result<std::unique_ptr<energy::CarbonIntensitySource>> MakeCarbon(const CarbonSetup& c,
+                                                                  CoordinatorEnergyOptions& out);
+
 struct ServeSetup {
   CoordinatorOptions coordinator;
   TcpServer::Options tcp;
@@ -71,6 +90,7 @@ struct ServeSetup {
   uint64_t init_seed = 1;
   bool progress = true;
   ServerSecurity security;
+  CarbonSetup carbon;
 };
 
 // Builds model, strategy, selector and evaluator, starts the TCP server,

@@ -15,6 +15,32 @@ std::vector<std::string> SupportedCodecs() {
   return out;
 }
 
+wire::DeviceState ToWire(const energy::DeviceState& s) {
+  wire::DeviceState w;
+  if (s.battery_percent) {
+    w.set_battery_known(true);
+    w.set_battery_percent(static_cast<float>(*s.battery_percent));
+  }
+  w.set_battery_capacity_wh(static_cast<float>(energy::ToWattHours(s.battery_capacity)));
+  w.set_charging(s.charging);
+  w.set_power_source(static_cast<wire::DeviceState::PowerSource>(s.power_source));
+  w.set_network(static_cast<wire::DeviceState::NetworkType>(s.network));
+  w.set_idle(s.idle);
+  w.set_zone(s.zone);
+  if (s.local_intensity) w.set_local_intensity_g_per_kwh(static_cast<float>(s.local_intensity->grams_per_kwh()));
+  return w;
+}
+
+wire::DeviceState ClientLoop::CurrentState() const {
+  if (options_.state_provider == nullptr) return options_.device_state;
+  auto s = options_.state_provider->Current();
+  if (!s.ok()) {
+    spdlog::debug("device state unavailable: {}", s.status().ToString());
+    return options_.device_state;
+  }
+  return ToWire(*s);
+}
+
 ClientLoop::ClientLoop(ClientLoopOptions options, LocalTrainer& trainer)
     : options_(std::move(options)), trainer_(trainer), rng_(options_.seed) {}
 
@@ -106,7 +132,8 @@ Status ClientLoop::RunSession(ClientConnection& conn) {
   h->set_client_name(options_.name);
   for (const auto& c : SupportedCodecs()) h->add_codecs(c);
   h->set_num_examples(trainer_.num_examples());
-  *h->mutable_state() = options_.device_state;
+  *h->mutable_state() = CurrentState();
+  h->set_device_profile(options_.device_profile);
   h->add_capabilities("train");
   h->add_capabilities("fedprox");
   h->add_capabilities("downlink-delta");
@@ -130,7 +157,7 @@ Status ClientLoop::RunSession(ClientConnection& conn) {
     if (std::chrono::steady_clock::now() >= next_heartbeat) {
       wire::Envelope hb;
       hb.mutable_heartbeat()->set_seq(++hb_seq);
-      *hb.mutable_heartbeat()->mutable_state() = options_.device_state;
+      *hb.mutable_heartbeat()->mutable_state() = CurrentState();
       // A failed send means the connection closed; a Bye or Error may still be
       // waiting in the inbox, so the next Receive reports what happened.
       (void)conn.Send(hb);

@@ -30,9 +30,125 @@ Coordinator::Coordinator(CoordinatorOptions options, ParameterVector initial_mod
       selector_(std::move(selector)),
       evaluator_(evaluator),
       clock_(clock),
-      rng_(options_.seed) {}
+      rng_(options_.seed),
+      ledger_(energy::LedgerOptions{false, CarbonIntensity::GramsPerKwh(
+                                               energy::ConstantIntensitySource::kWorldAverageGramsPerKwh)}) {
+  if (options_.energy.intensity != nullptr) {
+    intensity_ = options_.energy.intensity;
+  } else {
+    default_intensity_ = std::make_unique<energy::ConstantIntensitySource>();
+    intensity_ = default_intensity_.get();
+  }
+}
 
 Coordinator::~Coordinator() = default;
+
+const energy::EnergyModel& Coordinator::ModelFor(const std::string& profile) {
+  const std::string& name = profile.empty() ? options_.energy.default_profile : profile;
+  auto it = energy_models_.find(name);
+  if (it != energy_models_.end()) return *it->second;
+  std::optional<energy::DeviceProfile> found;
+  for (const auto& p : options_.energy.profiles) {
+    if (p.name == name) found = p;
+  }
+  if (!found) {
+    auto b = energy::BuiltinProfile(name);
+    if (b.ok()) found = *b;
+  }
+  if (!found) {
+    spdlog::warn("unknown device profile '{}': accounting it as '{}'", name, options_.energy.default_profile);
+    if (name == options_.energy.default_profile) {
+      found = *energy::BuiltinProfile("phone-midrange");
+    } else {
+      const auto& fallback = ModelFor(options_.energy.default_profile);
+      found = fallback.profile();
+    }
+  }
+  auto model = energy::ProfileEnergyModel::Create(*found);
+  if (!model.ok()) {
+    spdlog::warn("device profile '{}' is invalid ({}); using phone-midrange", name, model.status().ToString());
+    model = energy::ProfileEnergyModel::Create(*energy::BuiltinProfile("phone-midrange"));
+  }
+  auto& slot = energy_models_[name];
+  slot = std::move(*model);
+  return *slot;
+}
+
+TimePoint Coordinator::GridTime(uint64_t round) const {
+  const auto& e = options_.energy;
+  if (!e.grid_time_start) return clock_.Now() + grid_offset_;
+  return *e.grid_time_start + e.grid_time_per_round * static_cast<int64_t>(round - 1) + grid_offset_;
+}
+
+// A device state from the network: plausible values or a reason why not.
+static std::string InvalidStateReason(const wire::DeviceState& s) {
+  if (s.battery_known() && !(s.battery_percent() >= 0 && s.battery_percent() <= 100)) {
+    return "battery_percent outside 0..100";
+  }
+  if (!(s.battery_capacity_wh() >= 0) || !std::isfinite(s.battery_capacity_wh())) return "bad battery_capacity_wh";
+  if (!(s.local_intensity_g_per_kwh() >= 0) || !std::isfinite(s.local_intensity_g_per_kwh())) {
+    return "bad local_intensity_g_per_kwh";
+  }
+  if (s.zone().size() > 64) return "zone id longer than 64 characters";
+  for (char c : s.zone()) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return "bad zone id";
+  }
+  return {};
+}
+
+static std::optional<energy::LinkType> LinkFor(const wire::DeviceState& s) {
+  if (s.network() == wire::DeviceState::NETWORK_CELLULAR) return energy::LinkType::kLte;
+  if (s.network() == wire::DeviceState::NETWORK_UNMETERED) return energy::LinkType::kWifi;
+  return std::nullopt;  // the profile's default link
+}
+
+void Coordinator::Account(ClientRoundRecord& rec, const wire::DeviceState& state, const std::string& profile,
+                          uint64_t samples, uint64_t round) {
+  const energy::EnergyModel& model = ModelFor(profile);
+  energy::RoundUsage usage;
+  usage.samples_processed = samples;
+  usage.bytes_up = Bytes{rec.bytes_up};
+  usage.bytes_down = Bytes{rec.bytes_down};
+  usage.link = LinkFor(state);
+  if (usage.link && !model.profile().Link(*usage.link).ok()) usage.link.reset();
+  auto est = model.Estimate(usage);
+  if (!est.ok()) {
+    spdlog::warn("round {}: no energy estimate for {}: {}", round, rec.client_id, est.status().ToString());
+    return;
+  }
+  energy::ClientRoundInput in;
+  in.round = round;
+  in.client_id = rec.client_id;
+  in.zone = state.zone();
+  in.start = GridTime(round);
+  in.duration = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(est->reserved_time.count()));
+  in.compute = est->compute;
+  in.radio = est->radio;
+  in.idle = est->idle;
+  in.embodied = est->embodied;
+  in.bytes_up = usage.bytes_up;
+  in.bytes_down = usage.bytes_down;
+  in.energy_method = est->method;
+  in.codec = rec.codec;
+  in.samples = samples;
+  if (state.local_intensity_g_per_kwh() > 0) {
+    in.reported_intensity = CarbonIntensity::GramsPerKwh(state.local_intensity_g_per_kwh());
+  }
+  auto row = ledger_.AddClientRound(in, *intensity_);
+  if (!row.ok()) {
+    spdlog::warn("round {}: ledger: {}", round, row.status().ToString());
+    return;
+  }
+  rec.zone = row->zone;
+  rec.time_utc = FormatUtc(row->time_utc);
+  rec.compute_joules = row->compute.joules();
+  rec.radio_joules = row->radio.joules();
+  rec.idle_joules = row->idle.joules();
+  rec.intensity_g_per_kwh = row->intensity.grams_per_kwh();
+  rec.emissions_g = row->emissions.grams();
+  rec.embodied_g = row->embodied.grams();
+  rec.energy_method = row->energy_method;
+}
 
 Result<std::pair<bool, std::unique_ptr<UpdateCodec>>> ParseDownlinkCodec(const std::string& spec) {
   const std::string_view kDelta = "delta:";
@@ -128,6 +244,11 @@ void Coordinator::OnMessage(const SessionPtr& s, wire::Envelope&& m) {
       HandleHello(s, *e, m.hello());
       return;
     case wire::Envelope::kHeartbeat: {
+      const std::string why = InvalidStateReason(m.heartbeat().state());
+      if (!why.empty()) {
+        spdlog::warn("client {}: ignoring a device state with {}", e->client_id, why);
+        return;
+      }
       std::lock_guard<std::mutex> l(mu_);
       e->state = m.heartbeat().state();
       return;
@@ -212,6 +333,10 @@ void Coordinator::HandleHello(const SessionPtr& s, ClientEntry& e, const wire::H
     e.state = hello.state();
     e.welcomed = true;
     e.held_version = hello.held_model_version();
+    if (std::string why = InvalidStateReason(hello.state()); !why.empty()) {
+      spdlog::warn("client {}: ignoring its device state ({})", id, why);
+      e.state = wire::DeviceState();
+    }
   }
   if (replaced) replaced->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "replaced by a new connection");
   wire::Envelope env;
@@ -351,42 +476,103 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   rec.started_utc = FormatUtc(clock_.Now());
 
   // 1. Select among connected, idle clients.
-  std::vector<ClientCandidate> candidates;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    for (const auto& [sid, e] : clients_) {
-      if (!e.welcomed || e.task_id != 0 || e.session->closed()) continue;
-      ClientCandidate c;
-      c.client_id = e.client_id;
-      c.num_examples = e.hello.num_examples();
-      c.zone = e.state.zone();
-      c.battery_percent = e.state.battery_known() ? e.state.battery_percent() : -1.0f;
-      c.charging = e.state.charging();
-      c.unmetered_network = e.state.network() == wire::DeviceState::NETWORK_UNMETERED;
-      c.idle = e.state.idle();
-      c.rounds_selected = e.rounds_selected;
-      c.rounds_completed = e.rounds_completed;
-      c.rounds_failed = e.rounds_failed;
-      c.last_train_seconds = e.last_train_seconds;
-      c.last_train_loss = e.last_train_loss;
-      candidates.push_back(std::move(c));
+  TrainConfig cfg = strategy_->ConfigureTrain(round, global_);
+  const uint64_t model_bytes = global_.size() * sizeof(float);
+  struct Known {
+    std::string profile;
+    wire::DeviceState state;
+  };
+  std::map<std::string, Known> known;  // client id -> profile and state when selected
+  SelectionDecision decision;
+  const TimePoint first_ask = GridTime(round);
+  for (;;) {
+    std::vector<ClientCandidate> candidates;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (const auto& [sid, e] : clients_) {
+        if (!e.welcomed || e.task_id != 0 || e.session->closed()) continue;
+        ClientCandidate c;
+        c.client_id = e.client_id;
+        c.num_examples = e.hello.num_examples();
+        c.zone = e.state.zone();
+        c.battery_percent = e.state.battery_known() ? e.state.battery_percent() : -1.0f;
+        c.charging = e.state.charging();
+        c.unmetered_network = e.state.network() == wire::DeviceState::NETWORK_UNMETERED;
+        c.idle = e.state.idle();
+        c.power_source = static_cast<energy::PowerSource>(e.state.power_source());
+        c.battery_capacity_wh = e.state.battery_capacity_wh();
+        c.rounds_selected = e.rounds_selected;
+        c.rounds_completed = e.rounds_completed;
+        c.rounds_failed = e.rounds_failed;
+        c.last_train_seconds = e.last_train_seconds;
+        c.last_train_loss = e.last_train_loss;
+        c.last_round_selected = e.last_round_selected;
+        // Oort's statistical utility |B| sqrt(mean loss^2), from the mean loss reported.
+        c.last_statistical_utility =
+            e.rounds_completed > 0 ? static_cast<double>(c.num_examples) * std::fabs(e.last_train_loss) : 0.0;
+        known[c.client_id] = Known{e.hello.device_profile(), e.state};
+        candidates.push_back(std::move(c));
+      }
+    }
+    const TimePoint grid_now = GridTime(round);
+    for (auto& c : candidates) {
+      const Known& k = known[c.client_id];
+      if (k.state.local_intensity_g_per_kwh() > 0) {
+        c.intensity_g_per_kwh = k.state.local_intensity_g_per_kwh();
+      } else if (!c.zone.empty()) {
+        auto r = intensity_->IntensityAt(c.zone, grid_now);
+        if (r.ok()) c.intensity_g_per_kwh = r->value.grams_per_kwh();
+      }
+      energy::RoundUsage usage;
+      const uint64_t examples = cfg.max_examples > 0 ? std::min<uint64_t>(cfg.max_examples, c.num_examples)
+                                                     : c.num_examples;
+      usage.samples_processed = examples * std::max<uint32_t>(1, cfg.local_epochs);
+      usage.bytes_up = Bytes{model_bytes};
+      usage.bytes_down = Bytes{model_bytes};
+      usage.link = LinkFor(k.state);
+      const auto& model = ModelFor(k.profile);
+      if (usage.link && !model.profile().Link(*usage.link).ok()) usage.link.reset();
+      auto est = model.Estimate(usage);
+      if (est.ok()) {
+        c.expected_energy_joules = est->DeviceTotal().joules();
+        c.expected_round_seconds = est->train_time.count() + est->transfer_time.count();
+      }
+    }
+    std::sort(candidates.begin(), candidates.end(),
+              [](const auto& a, const auto& b) { return a.client_id < b.client_id; });
+    SelectionRequest req;
+    req.round = round;
+    req.target = options_.clients_per_round;
+    req.now = grid_now;
+    req.round_deadline = first_ask + options_.energy.max_defer;
+    req.intensity = intensity_;
+    auto d = selector_->Select(req, candidates, rng_);
+    if (!d.ok()) return d.status().WithContext("selecting clients for round " + std::to_string(round));
+    if (!d->defer_for || d->defer_for->count() <= 0) {
+      decision = std::move(*d);
+      break;
+    }
+    // The selector waits for a cleaner hour, bounded by max_defer.
+    Duration wait = std::min(*d->defer_for, req.round_deadline - grid_now);
+    if (wait.count() <= 0) {
+      decision = std::move(*d);
+      break;
+    }
+    spdlog::info("round {}: deferred {:.1f} h: {}", round, ToSeconds(wait) / 3600.0, d->reason);
+    rec.deferred_seconds += ToSeconds(wait);
+    if (options_.energy.grid_time_start) {
+      grid_offset_ += wait;  // replayed grid time: no real waiting
+    } else {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait_for(l, std::chrono::duration_cast<std::chrono::steady_clock::duration>(wait), [&] { return stop_.load(); });
+      if (stop_) return CancelledError("stopped while a round was deferred");
     }
   }
-  std::sort(candidates.begin(), candidates.end(),
-            [](const auto& a, const auto& b) { return a.client_id < b.client_id; });
-  SelectionRequest req;
-  req.round = round;
-  req.target = options_.clients_per_round;
-  req.now = clock_.Now();
-  req.round_deadline = req.now;
-  auto decision = selector_->Select(req, candidates, rng_);
-  if (!decision.ok()) return decision.status().WithContext("selecting clients for round " + std::to_string(round));
-  const auto& selected = decision->selected;
+  const auto& selected = decision.selected;
   rec.selected = selected.size();
 
   // 2. Configure and send the tasks. The model is encoded and chunked once,
   // and the same immutable chunk messages are queued to every client.
-  TrainConfig cfg = strategy_->ConfigureTrain(round, global_);
   VERDANT_RETURN_IF_ERROR(strategy_->BeginRound(round, global_));
   // The model goes out as one immutable set of chunk messages shared by
   // every client (full) and, with a delta downlink, a second set for the
@@ -460,6 +646,7 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
       e.task_id = task_id;
       e.task_round = round;
       ++e.rounds_selected;
+      e.last_round_selected = round;
       wire::Envelope env;
       auto* t = env.mutable_train_task();
       t->set_round(round);
@@ -511,6 +698,11 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     ClientRoundRecord c = client_rec(it->second, round);
     c.status = "failed";
     c.reason = why.ToString();
+    {
+      // What a failed client spent in training is unknown: transfers only.
+      const Known& k = known[c.client_id];
+      Account(c, k.state, k.profile, 0, round);
+    }
     client_recs.push_back(std::move(c));
     failures.push_back({it->second.client_id, why});
     failed_ids.push_back(it->second.client_id);
@@ -556,6 +748,10 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     c.num_examples = r.num_examples;
     c.train_loss = r.train_loss;
     c.train_seconds = ev.header.train_seconds();
+    {
+      const Known& k = known[c.client_id];
+      Account(c, k.state, k.profile, r.num_examples * std::max<uint32_t>(1, cfg.local_epochs), round);
+    }
     client_recs.push_back(std::move(c));
     completed_ids.push_back(r.client_id);
     loss_sum += r.train_loss * static_cast<double>(r.num_examples);
@@ -602,6 +798,12 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   rec.failed = failures.size();
   rec.train_loss = loss_weight > 0 ? loss_sum / loss_weight : 0.0;
   rec.metrics = strategy_->RoundMetrics();
+  {
+    const auto totals = ledger_.Round(round);
+    rec.energy_joules = totals.energy().joules();
+    rec.emissions_g = totals.emissions.grams();
+    rec.embodied_g = totals.embodied.grams();
+  }
   selector_->OnRoundEnd(round, completed_ids, failed_ids);
 
   // 5. Evaluate.
@@ -611,6 +813,7 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     if (!m.ok()) return m.status().WithContext("evaluating round " + std::to_string(round));
     rec.accuracy = m->accuracy;
     rec.loss = m->loss;
+    (void)ledger_.SetRoundAccuracy(round, m->accuracy);
     rec.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
   }
   {
@@ -701,6 +904,29 @@ Result<RunSummary> Coordinator::Run() {
   summary.strings["model"] = options_.model_name;
   summary.strings["status"] = run_status.ok() ? "ok" : run_status.ToString();
   summary.numbers["num_parameters"] = static_cast<double>(global_.size());
+  {
+    const auto totals = ledger_.Totals();
+    summary.numbers["energy_joules"] = totals.energy().joules();
+    summary.numbers["compute_joules"] = totals.compute.joules();
+    summary.numbers["radio_joules"] = totals.radio.joules();
+    summary.numbers["idle_joules"] = totals.idle.joules();
+    summary.numbers["energy_kwh"] = totals.energy().kwh();
+    summary.numbers["emissions_g"] = totals.emissions.grams();
+    summary.numbers["embodied_g"] = totals.embodied.grams();
+    summary.numbers["sci_g_per_round"] = totals.sci_per_round.grams();
+    if (totals.sci_per_accuracy_point) {
+      summary.numbers["sci_g_per_accuracy_point"] = totals.sci_per_accuracy_point->grams();
+    }
+    const auto part = selector_->Participation();
+    summary.numbers["participation_gini"] = part.gini;
+    summary.numbers["clients_never_selected"] = static_cast<double>(part.never_selected);
+    summary.strings["intensity_source"] = std::string(intensity_->Name());
+    if (report_ && !options_.out_dir.empty()) {
+      Status st = ledger_.WriteEmissionsCsv(std::filesystem::path(options_.out_dir) / "emissions.csv",
+                                            energy::EmissionsCsvOptions{"verdant", options_.run_id, true});
+      if (!st.ok()) spdlog::warn("emissions.csv: {}", st.ToString());
+    }
+  }
   if (report_) VERDANT_RETURN_IF_ERROR(report_->WriteSummary(summary));
   SayGoodbye(run_status.ok() ? "run complete" : run_status.ToString());
   if (!run_status.ok()) return run_status;

@@ -38,9 +38,11 @@ Result<std::unique_ptr<RunReport>> RunReport::Open(const std::filesystem::path& 
   r->clients_.open(dir / "clients.csv", std::ios::trunc);
   if (!r->rounds_ || !r->clients_) return UnavailableError("cannot write into " + dir.string());
   r->rounds_ << "round,selected,completed,failed,accuracy,loss,bytes_up,bytes_down,wall_seconds,"
-                "train_loss,eval_seconds,started_utc,model_updated,metrics\n";
-  r->clients_ << "round,client_id,status,num_examples,train_loss,train_seconds,bytes_up,bytes_down,"
-                 "codec,reason\n";
+                "train_loss,eval_seconds,started_utc,model_updated,energy_joules,emissions_g,embodied_g,"
+                "deferred_seconds,metrics\n";
+  r->clients_ << "round,client_id,status,zone,time_utc,compute_joules,radio_joules,idle_joules,bytes_up,"
+                 "bytes_down,intensity_g_per_kwh,emissions_g,embodied_g,energy_method,num_examples,train_loss,"
+                 "train_seconds,codec,reason\n";
   r->rounds_.flush();
   r->clients_.flush();
   return r;
@@ -51,7 +53,8 @@ Status RunReport::AddRound(const RoundRecord& r, const std::vector<ClientRoundRe
           << (r.accuracy ? Num(*r.accuracy) : "") << ',' << (r.loss ? Num(*r.loss) : "") << ','
           << r.bytes_up << ',' << r.bytes_down << ',' << Num(r.wall_seconds) << ','
           << Num(r.train_loss) << ',' << Num(r.eval_seconds) << ',' << r.started_utc << ','
-          << (r.model_updated ? 1 : 0) << ',';
+          << (r.model_updated ? 1 : 0) << ',' << Num(r.energy_joules) << ',' << Num(r.emissions_g) << ','
+          << Num(r.embodied_g) << ',' << Num(r.deferred_seconds) << ',';
   bool first = true;
   for (const auto& [k, v] : r.metrics) {
     rounds_ << (first ? "" : " ") << k << '=' << Num(v);
@@ -60,9 +63,12 @@ Status RunReport::AddRound(const RoundRecord& r, const std::vector<ClientRoundRe
   rounds_ << '\n';
   rounds_.flush();
   for (const auto& c : clients) {
-    clients_ << c.round << ',' << CsvField(c.client_id) << ',' << c.status << ',' << c.num_examples
-             << ',' << Num(c.train_loss) << ',' << Num(c.train_seconds) << ',' << c.bytes_up << ','
-             << c.bytes_down << ',' << CsvField(c.codec) << ',' << CsvField(c.reason) << '\n';
+    clients_ << c.round << ',' << CsvField(c.client_id) << ',' << c.status << ',' << CsvField(c.zone) << ','
+             << c.time_utc << ',' << Num(c.compute_joules) << ',' << Num(c.radio_joules) << ','
+             << Num(c.idle_joules) << ',' << c.bytes_up << ',' << c.bytes_down << ','
+             << Num(c.intensity_g_per_kwh) << ',' << Num(c.emissions_g) << ',' << Num(c.embodied_g) << ','
+             << CsvField(c.energy_method) << ',' << c.num_examples << ',' << Num(c.train_loss) << ','
+             << Num(c.train_seconds) << ',' << CsvField(c.codec) << ',' << CsvField(c.reason) << '\n';
   }
   clients_.flush();
   if (!rounds_ || !clients_) return UnavailableError("write to " + dir_.string() + " failed");

@@ -23,6 +23,8 @@ Status FakeClient::Run(int max_tasks) {
   hello.mutable_hello()->set_client_name(name_);
   hello.mutable_hello()->add_codecs(codec + "/1");
   hello.mutable_hello()->set_num_examples(num_examples);
+  *hello.mutable_hello()->mutable_state() = state;
+  hello.mutable_hello()->set_device_profile(device_profile);
   VERDANT_RETURN_IF_ERROR(c.Send(hello));
   auto w = c.Receive(std::chrono::seconds(10));
   if (!w.ok()) return w.status();

@@ -26,6 +26,7 @@
 #include "verdant/compression/error_feedback.h"
 #include "verdant/core/clock.h"
 #include "verdant/core/status.h"
+#include "verdant/energy/device_state.h"
 #include "verdant/transport/session.h"
 
 namespace verdant {
@@ -73,7 +74,11 @@ struct ClientLoopOptions {
   uint16_t port = 7070;
   std::string name;                  // a label; the coordinator derives the id
   ClientConnection::Options connection;
-  wire::DeviceState device_state;    // reported in Hello and heartbeats
+  wire::DeviceState device_state;    // reported in Hello and heartbeats (when no provider)
+  // Live device state (battery, power, network, zone), read at Hello and at
+  // every heartbeat; not owned; nullptr = the fixed `device_state`.
+  const energy::DeviceStateProvider* state_provider = nullptr;
+  std::string device_profile;        // energy profile name reported in Hello
   int max_reconnects = 5;            // -1 = forever
   Duration backoff_initial = std::chrono::milliseconds(500);
   Duration backoff_max = std::chrono::seconds(30);
@@ -97,6 +102,7 @@ class ClientLoop {
  private:
   Status RunSession(ClientConnection& conn);
   Status HandleTrainTask(ClientConnection& conn, const wire::TrainTask& task);
+  wire::DeviceState CurrentState() const;
   Result<UpdateCodec*> CodecFor(const std::string& spec);
   Status EncodeWithErrorFeedback(UpdateCodec& codec, uint64_t tag, std::span<const float> delta, Rng& rng,
                                  ByteBuffer& out);
@@ -118,6 +124,9 @@ class ClientLoop {
   ErrorFeedback error_feedback_;
   bool error_feedback_loaded_ = false;
 };
+
+// The wire form of a device state.
+wire::DeviceState ToWire(const energy::DeviceState& s);
 
 // Every codec this build can run, as "name/version" for Hello.
 std::vector<std::string> SupportedCodecs();

@@ -31,12 +31,33 @@
 #include "verdant/core/clock.h"
 #include "verdant/core/parameter_vector.h"
 #include "verdant/core/rng.h"
+#include "verdant/energy/carbon.h"
+#include "verdant/energy/energy_model.h"
+#include "verdant/energy/ledger.h"
 #include "verdant/server/evaluator.h"
 #include "verdant/server/run_report.h"
 #include "verdant/server/selector.h"
 #include "verdant/transport/session.h"
 
 namespace verdant {
+
+// Energy and carbon accounting (docs/energy-model.md, docs/carbon.md).
+struct CoordinatorEnergyOptions {
+  // Grid intensity per zone (traces, forecast view, constant). Not owned;
+  // nullptr = the world average (475 gCO2e/kWh) for every zone.
+  const energy::CarbonIntensitySource* intensity = nullptr;
+  // Device profiles by name (a client names its profile in Hello); unknown
+  // names fall back to `default_profile`. Built-in profiles are always known.
+  std::vector<energy::DeviceProfile> profiles;
+  std::string default_profile = "phone-midrange";
+  // The grid time a round reads intensities for. Unset: the wall clock.
+  // Set (demo, replay): round r starts at grid_time_start + (r-1) x
+  // grid_time_per_round, plus any deferral so far.
+  std::optional<TimePoint> grid_time_start;
+  Duration grid_time_per_round = std::chrono::hours(1);
+  // How long a carbon-deferral selector may hold one round (0 = never).
+  Duration max_defer = Duration::zero();
+};
 
 struct CoordinatorOptions {
   uint64_t rounds = 10;
@@ -58,6 +79,7 @@ struct CoordinatorOptions {
   std::string run_id = "run";
   std::string out_dir;             // "" = no files
   bool evaluate_every_round = true;
+  CoordinatorEnergyOptions energy;
 };
 
 // Parses CoordinatorOptions::downlink_codec: {is_delta, codec} (codec null
@@ -109,6 +131,7 @@ class Coordinator final : public SessionHandler {
     uint64_t rounds_selected = 0, rounds_completed = 0, rounds_failed = 0;
     double last_train_seconds = 0, last_train_loss = 0;
     uint64_t held_version = 0;  // model version the client holds (0 = none)
+    uint64_t last_round_selected = 0;
   };
   struct Event {
     enum Kind { kResult, kGone, kBadUpload } kind;
@@ -131,6 +154,12 @@ class Coordinator final : public SessionHandler {
   // Socket bytes over every session, open or closed. Call with mu_ held.
   uint64_t TotalBytesUp() const;
   uint64_t TotalBytesDown() const;
+  // The energy model for a client's profile (never null).
+  const energy::EnergyModel& ModelFor(const std::string& profile);
+  TimePoint GridTime(uint64_t round) const;
+  // Ledger row for a client-round; fills the energy fields of `rec`.
+  void Account(ClientRoundRecord& rec, const wire::DeviceState& state, const std::string& profile,
+               uint64_t samples, uint64_t round);
 
   CoordinatorOptions options_;
   ParameterVector global_;
@@ -147,6 +176,13 @@ class Coordinator final : public SessionHandler {
   Clock& clock_;
   Rng rng_;
   std::unique_ptr<RunReport> report_;
+  // Energy and carbon.
+  std::unique_ptr<energy::CarbonIntensitySource> default_intensity_;
+  const energy::CarbonIntensitySource* intensity_ = nullptr;
+  std::map<std::string, std::unique_ptr<energy::EnergyModel>, std::less<>> energy_models_;
+  energy::Ledger ledger_;
+  Duration grid_offset_ = Duration::zero();  // deferrals so far (grid time)
+  bool warned_zone_fallback_ = false;
   std::function<void(const RoundRecord&)> round_cb_;
 
   mutable std::mutex mu_;

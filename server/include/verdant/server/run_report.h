@@ -38,6 +38,10 @@ struct RoundRecord {
   double eval_seconds = 0;
   std::string started_utc;
   bool model_updated = false;
+  double energy_joules = 0;  // device energy of the round's clients (ledger)
+  double emissions_g = 0;    // operational gCO2e (embodied excluded)
+  double embodied_g = 0;
+  double deferred_seconds = 0;  // grid time the selector held the round
   // The strategy's per-round figures (Strategy::RoundMetrics, e.g.
   // dp_epsilon), written as "key=value" pairs separated by spaces.
   std::map<std::string, double> metrics;
@@ -53,6 +57,13 @@ struct ClientRoundRecord {
   double train_seconds = 0;
   uint64_t bytes_up = 0;
   uint64_t bytes_down = 0;
+  // Energy and carbon (the ledger's row).
+  std::string zone;
+  std::string time_utc;  // trace time the intensity was read for
+  double compute_joules = 0, radio_joules = 0, idle_joules = 0;
+  double intensity_g_per_kwh = 0;
+  double emissions_g = 0, embodied_g = 0;
+  std::string energy_method;
   std::string codec;
 };
 

@@ -37,6 +37,8 @@ class FakeClient {
   uint64_t num_examples = 100;
   uint32_t protocol_version = 1;
   std::string codec = "identity";
+  wire::DeviceState state;      // reported in Hello
+  std::string device_profile;   // reported in Hello
   ClientConnection::Options connection;
   // Runs until Bye, an error, or `max_tasks` tasks answered. Returns why it stopped.
   Status Run(int max_tasks = 1000);
