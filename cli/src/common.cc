@@ -210,7 +210,7 @@ std::string HumanBytes(uint64_t b) {
 Result<std::string> FindCarbonDir() {
   namespace fs = std::filesystem;
   std::vector<fs::path> tries;
-  if (const char* d = std::getenv("VERDANT_DATA_DIR")) tries.push_back(fs::path(d) / "carbon");
+  if (const char* d = std::getenv("VERDANT_CARBON_DIR")) tries.push_back(fs::path(d));
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) {
@@ -224,7 +224,7 @@ Result<std::string> FindCarbonDir() {
     list += (list.empty() ? "" : ", ") + t.string();
   }
   return NotFoundError("no carbon traces found (looked in " + list +
-                       "); pass --carbon-dir or set VERDANT_DATA_DIR to the folder holding carbon/");
+                       "); pass --carbon-dir or set VERDANT_CARBON_DIR");
 }
 
 Result<std::unique_ptr<energy::CarbonIntensitySource>> MakeCarbon(const CarbonSetup& c,

@@ -71,7 +71,7 @@ struct CarbonSetup {
   std::string profiles_file;         // extra device profiles (TOML)
   std::string default_profile = "phone-midrange";
 };
-// The shipped carbon traces: $VERDANT_DATA_DIR/carbon, then <exe>/../data/carbon,
+// The shipped carbon traces: $VERDANT_CARBON_DIR, then <exe>/../data/carbon,
 // <exe>/../share/verdant/data/carbon, ./data/carbon. kNotFound listing them.
 Result<std::string> FindCarbonDir();
 // Builds the intensity source and fills the coordinator's energy options.
