@@ -42,19 +42,11 @@ Status SecureRecordLayer::Seal(std::span<const uint8_t> plaintext, std::vector<u
   return SealTo(plaintext, out.data());
 }
 
-Status SecureRecordLayer::SealFrame(std::span<const uint8_t> plaintext, std::vector<uint8_t>& out,
-                                    uint32_t max_frame_bytes) {
-  const size_t record = plaintext.size() + kNoiseTagBytes;
-  if (record > max_frame_bytes) {
-    return InvalidArgumentError("record of " + std::to_string(record) + " bytes exceeds the " +
-                                std::to_string(max_frame_bytes) + "-byte frame limit");
-  }
-  const size_t at = out.size();
-  out.resize(at + kFrameHeaderBytes + record);
-  PutFrameHeader(static_cast<uint32_t>(record), out.data() + at);
-  Status st = SealTo(plaintext, out.data() + at + kFrameHeaderBytes);
-  if (!st.ok()) out.resize(at);
-  return st;
+Status SecureRecordLayer::SealFrameInto(std::span<const uint8_t> plaintext, std::span<uint8_t> frame,
+                                        uint32_t max_frame_bytes) {
+  VERDANT_RETURN_IF_ERROR(CheckFrameSpan(plaintext.size(), frame.size(), max_frame_bytes));
+  PutFrameHeader(static_cast<uint32_t>(frame.size() - kFrameHeaderBytes), frame.data());
+  return SealTo(plaintext, frame.data() + kFrameHeaderBytes);
 }
 
 Status SecureRecordLayer::SealInPlace(std::span<uint8_t> buffer) {

@@ -3,10 +3,13 @@
 #include <asio.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <future>
 #include <charconv>
 #include <list>
+#include <memory>
+#include <span>
 #include <unordered_map>
 
 namespace verdant {
@@ -38,6 +41,41 @@ Result<std::pair<std::string, uint16_t>> ParseHostPort(const std::string& s) {
 namespace {
 
 using asio::ip::tcp;
+
+// Read and write buffers larger than this are released once the session has
+// nothing more to read (or write) right now: a stream of 1 MiB chunks reuses
+// one buffer, while thousands of idle sessions pin no model-sized memory.
+constexpr size_t kKeepBufferBytes = 256 * 1024;
+// Frames one session handles in a row before it yields its strand.
+constexpr int kFramesPerTurn = 16;
+// The most a session waits to accumulate before its reader is woken in the
+// middle of a large frame (SO_RCVLOWAT; well under any receive buffer).
+constexpr size_t kMaxLowWater = 256 * 1024;
+
+// A frame buffer that is not zero-filled when it grows (a socket read, or
+// sealing, overwrites every byte before use) and keeps its storage between
+// frames.
+class FrameBuffer {
+ public:
+  void Resize(size_t n) {
+    if (n > capacity_) {
+      data_ = std::make_unique_for_overwrite<uint8_t[]>(n);
+      capacity_ = n;
+    }
+    size_ = n;
+  }
+  void Release() {
+    data_.reset();
+    size_ = capacity_ = 0;
+  }
+  std::span<uint8_t> span() { return {data_.get(), size_}; }
+  size_t capacity() const { return capacity_; }
+
+ private:
+  std::unique_ptr<uint8_t[]> data_;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+};
 
 class SessionImpl;
 
@@ -140,7 +178,10 @@ class SessionImpl final : public Session {
     if (!frames.ok()) return Fail(frames.status().WithContext("handshake"));
     for (auto& f : *frames) QueueRaw(std::move(f));
     if (!MaybeFinishHandshake()) return;
-    ReadHeader();
+    std::error_code ec;
+    socket_.non_blocking(true, ec);  // ReadSome's reads never block the strand
+    if (ec) return Fail(UnavailableError("cannot make the socket non-blocking: " + ec.message()));
+    ReadSome();
   }
 
   void QueueRaw(ByteBuffer frame) {
@@ -179,89 +220,184 @@ class SessionImpl final : public Session {
     });
   }
 
-  void ReadHeader() {
-    asio::async_read(socket_, asio::buffer(header_),
-                     asio::bind_executor(strand_, [self = Self()](const std::error_code& ec, size_t n) {
-                       self->OnHeader(ec, n);
-                     }));
-  }
-
-  void OnHeader(const std::error_code& ec, size_t n) {
-    if (closed_) return;
-    if (ec) {
-      if (closing_) return Fail(close_reason_);
-      if (ec == asio::error::eof) return Fail(UnavailableError("peer closed the connection"));
-      return Fail(UnavailableError("read failed: " + ec.message()));
-    }
-    bytes_received_ += n;
-    uint32_t len = ReadFrameHeader(header_.data());
-    Status st = CheckFrameLength(len, options_.max_frame_bytes);
-    if (!st.ok()) return Fail(st);
-    frame_.resize(len);
-    asio::async_read(socket_, asio::buffer(frame_),
-                     asio::bind_executor(strand_, [self = Self()](const std::error_code& ec, size_t n) {
-                       self->OnFrame(ec, n);
-                     }));
-  }
-
-  void OnFrame(const std::error_code& ec, size_t n) {
-    if (closed_) return;
-    if (ec) {
-      if (closing_) return Fail(close_reason_);
-      if (ec == asio::error::eof) return Fail(DataLossError("connection closed in the middle of a frame"));
-      return Fail(UnavailableError("read failed: " + ec.message()));
-    }
-    bytes_received_ += n;
-    if (!records_) {
-      auto frames = handshaker_->OnFrame(frame_);
-      if (!frames.ok()) return Fail(frames.status().WithContext("handshake"));
-      for (auto& f : *frames) QueueRaw(std::move(f));
-      if (!MaybeFinishHandshake()) return;
-    } else {
-      Status st = records_->Open(frame_, plain_);
-      if (!st.ok()) return Fail(st.WithContext("record"));
-      auto env = ParseEnvelope(plain_);
-      if (!env.ok()) return Fail(env.status());
-      ArmIdleTimer();
-      if (!closing_) {
-        owner_->Message(Self(), std::move(*env));
+  // The read loop. Every frame already in the socket buffer is read and
+  // handled here, on the session's strand, with non-blocking reads; only
+  // when the socket is drained does the session wait for readability. A
+  // busy stream thus stays on one thread instead of bouncing every frame
+  // between the reactor and the strand across the pool's threads (which
+  // costs wake-ups and moves model-sized buffers between cores).
+  void ReadSome() {
+    for (int frames = 0; !closed_;) {
+      std::error_code ec;
+      size_t n;
+      if (header_fill_ < kFrameHeaderBytes) {
+        n = socket_.read_some(asio::buffer(header_.data() + header_fill_, kFrameHeaderBytes - header_fill_), ec);
+      } else {
+        const auto dst = frame_.span().subspan(frame_fill_);
+        n = socket_.read_some(asio::buffer(dst.data(), dst.size()), ec);
       }
-      if (closed_) return;
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        // Mid-frame, ask to be woken when (up to kMaxLowWater of) the rest
+        // of it has arrived, not for every segment; for a header, at once.
+        const size_t want = header_fill_ < kFrameHeaderBytes ? 1 : frame_.span().size() - frame_fill_;
+        SetLowWater(std::min(want, kMaxLowWater));
+        return WaitReadable();
+      }
+      if (ec == asio::error::interrupted) continue;
+      if (ec) return OnReadError(ec);
+      bytes_received_ += n;
+      if (header_fill_ < kFrameHeaderBytes) {
+        header_fill_ += n;
+        if (header_fill_ < kFrameHeaderBytes) continue;
+        const uint32_t len = ReadFrameHeader(header_.data());
+        Status st = CheckFrameLength(len, options_.max_frame_bytes);
+        if (!st.ok()) return Fail(st);
+        frame_.Resize(len);
+        frame_fill_ = 0;
+        // Segments of this frame need not wake anyone until much of it is here.
+        SetLowWater(std::min<size_t>(len, kMaxLowWater));
+        continue;
+      }
+      frame_fill_ += n;
+      if (frame_fill_ < frame_.span().size()) continue;
+      header_fill_ = 0;
+      frame_fill_ = 0;
+      if (!HandleFrame()) return;
+      if (++frames == kFramesPerTurn) {
+        // Let this strand's other work (writes, timers) run, then go on.
+        asio::post(strand_, [self = Self()] { self->ReadSome(); });
+        return;
+      }
     }
-    if (frame_.capacity() > (1u << 20)) ByteBuffer().swap(frame_);  // don't pin big buffers
-    ReadHeader();
   }
 
-  void PumpWrites() {
-    if (writing_ || closed_) return;
-    if (out_.empty()) {
-      if (closing_) Finish(close_reason_);
-      return;
+  // SO_RCVLOWAT: the kernel reports the socket readable (and wakes the
+  // reactor, including idle pool threads) only once this many bytes are
+  // buffered. Set for each frame and again before every wait (the wait's
+  // epoll_ctl re-checks readiness against it). A hint: errors ignored.
+  void SetLowWater(size_t bytes) {
+    if (bytes == low_water_) return;
+    std::error_code ec;
+    socket_.set_option(asio::socket_base::receive_low_watermark(static_cast<int>(bytes)), ec);
+    low_water_ = ec ? 0 : bytes;
+  }
+
+  void WaitReadable() {
+    socket_.async_wait(tcp::socket::wait_read,
+                       asio::bind_executor(strand_, [self = Self()](const std::error_code& ec) {
+                         if (self->closed_) return;
+                         if (ec) return self->OnReadError(ec);
+                         self->ReadSome();
+                       }));
+  }
+
+  void OnReadError(const std::error_code& ec) {
+    if (closing_) return Fail(close_reason_);
+    if (ec == asio::error::eof) {
+      if (header_fill_ > 0) return Fail(DataLossError("connection closed in the middle of a frame"));
+      return Fail(UnavailableError("peer closed the connection"));
     }
-    Out& o = out_.front();
-    if (!o.raw && !records_) return;  // wait for the handshake
-    if (o.raw) {
-      wbuf_.clear();
-      Status st = AppendFrame(*o.bytes, wbuf_, options_.max_frame_bytes);
-      if (!st.ok()) return Fail(st);
+    Fail(UnavailableError("read failed: " + ec.message()));
+  }
+
+  // Handles the complete frame in frame_. Returns false once the session closed.
+  bool HandleFrame() {
+    if (!records_) {
+      auto frames = handshaker_->OnFrame(frame_.span());
+      if (!frames.ok()) {
+        Fail(frames.status().WithContext("handshake"));
+        return false;
+      }
+      for (auto& f : *frames) QueueRaw(std::move(f));
+      if (!MaybeFinishHandshake()) return false;
     } else {
-      Status st = records_->Seal(*o.bytes, sealed_);
-      if (!st.ok()) return Fail(st.WithContext("seal"));
-      wbuf_.clear();
-      st = AppendFrame(sealed_, wbuf_, options_.max_frame_bytes);
-      if (!st.ok()) return Fail(st);
+      // Decrypt where the frame lies, then parse: no copy of the record.
+      auto n = records_->OpenInPlace(frame_.span());
+      if (!n.ok()) {
+        Fail(n.status().WithContext("record"));
+        return false;
+      }
+      auto env = ParseEnvelope(frame_.span().first(*n));
+      if (!env.ok()) {
+        Fail(env.status());
+        return false;
+      }
+      ArmIdleTimer();
+      if (!closing_) owner_->Message(Self(), std::move(*env));
+      if (closed_) return false;
+    }
+    if (frame_.capacity() > kKeepBufferBytes) {
+      // Keep the buffer while a stream is flowing; release it when idle.
+      std::error_code ec;
+      if (socket_.available(ec) == 0 || ec) frame_.Release();
+    }
+    return true;
+  }
+
+  // Frames the front message into `buf` (raw handshake frame, or a record
+  // sealed straight into the buffer, which is not zero-filled first). False
+  // when nothing can be framed now (queue empty, or a record waiting for the
+  // handshake) or the session failed. The message stays counted in queued_
+  // until its write completes.
+  bool FrameNext(FrameBuffer& buf) {
+    if (out_.empty() || closed_) return false;
+    const Out& o = out_.front();
+    if (!o.raw && !records_) return false;  // wait for the handshake
+    const ByteBuffer& m = *o.bytes;
+    Status st;
+    if (o.raw) {
+      st = m.size() > options_.max_frame_bytes
+               ? InvalidArgumentError("handshake message of " + std::to_string(m.size()) + " bytes exceeds the " +
+                                      std::to_string(options_.max_frame_bytes) + "-byte frame limit")
+               : OkStatus();
+      if (st.ok()) {
+        buf.Resize(kFrameHeaderBytes + m.size());
+        PutFrameHeader(static_cast<uint32_t>(m.size()), buf.span().data());
+        std::copy(m.begin(), m.end(), buf.span().begin() + kFrameHeaderBytes);
+      }
+    } else {
+      buf.Resize(records_->FrameBytes(m.size()));
+      st = records_->SealFrameInto(m, buf.span(), options_.max_frame_bytes).WithContext("seal");
     }
     out_.pop_front();
-    --queued_;
-    writing_ = true;
-    asio::async_write(socket_, asio::buffer(wbuf_),
-                      asio::bind_executor(strand_, [self = Self()](const std::error_code& ec, size_t n) {
-                        self->writing_ = false;
-                        if (ec) return self->Fail(UnavailableError("write failed: " + ec.message()));
-                        self->bytes_sent_ += n;
-                        if (self->wbuf_.capacity() > (4u << 20)) ByteBuffer().swap(self->wbuf_);
-                        self->PumpWrites();
-                      }));
+    if (!st.ok()) {
+      --queued_;
+      Fail(st);
+      return false;
+    }
+    return true;
+  }
+
+  // One write in flight, and the next frame sealed ahead while it drains:
+  // the strand encrypts frame n+1 while the kernel and the peer take frame n.
+  void PumpWrites() {
+    if (closed_) return;
+    if (!writing_) {
+      if (ahead_ready_) {
+        std::swap(wbuf_, ahead_);
+        ahead_ready_ = false;
+      } else if (!FrameNext(wbuf_)) {
+        if (!closed_ && closing_ && out_.empty()) Finish(close_reason_);
+        return;
+      }
+      writing_ = true;
+      asio::async_write(socket_, asio::buffer(wbuf_.span().data(), wbuf_.span().size()),
+                        asio::bind_executor(strand_, [self = Self()](const std::error_code& ec, size_t n) {
+                          self->writing_ = false;
+                          --self->queued_;  // written, or failed for good
+                          if (ec) return self->Fail(UnavailableError("write failed: " + ec.message()));
+                          self->bytes_sent_ += n;
+                          self->PumpWrites();
+                          if (!self->writing_) self->ReleaseIdleWriteBuffers();
+                        }));
+    }
+    if (!ahead_ready_ && FrameNext(ahead_)) ahead_ready_ = true;
+  }
+
+  // Idle: don't pin model-sized write buffers.
+  void ReleaseIdleWriteBuffers() {
+    if (wbuf_.capacity() > kKeepBufferBytes) wbuf_.Release();
+    if (!ahead_ready_ && ahead_.capacity() > kKeepBufferBytes) ahead_.Release();
   }
 
   void BeginGracefulClose(const Status& reason) {
@@ -292,8 +428,11 @@ class SessionImpl final : public Session {
     std::error_code ec;
     timer_.cancel();
     socket_.close(ec);
-    queued_ -= out_.size();
+    // The frame being written (if any) is uncounted by its write handler,
+    // which still runs (with operation_aborted).
+    queued_ -= out_.size() + (ahead_ready_ ? 1 : 0);
     out_.clear();
+    ahead_ready_ = false;
     owner_->Closed(Self(), reason, open_);
   }
 
@@ -307,9 +446,15 @@ class SessionImpl final : public Session {
   SessionOwner* owner_;
   std::string peer_id_, peer_key_, remote_;
   std::array<uint8_t, kFrameHeaderBytes> header_{};
-  ByteBuffer frame_, plain_, sealed_, wbuf_;
+  size_t header_fill_ = 0;  // header bytes read so far
+  size_t frame_fill_ = 0;   // payload bytes of frame_ read so far
+  size_t low_water_ = 1;    // SO_RCVLOWAT in force (0: unknown)
+  FrameBuffer frame_;
+  FrameBuffer wbuf_;   // the frame being written
+  FrameBuffer ahead_;  // the next frame, sealed while wbuf_ is written
   std::deque<Out> out_;
   bool writing_ = false;
+  bool ahead_ready_ = false;
   bool closing_ = false;
   bool half_closed_ = false;
   bool open_ = false;

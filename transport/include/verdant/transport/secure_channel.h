@@ -58,18 +58,20 @@ class SecureRecordLayer final : public RecordLayer {
   Status Open(std::span<const uint8_t> record, std::vector<uint8_t>& out) override;
 
   // ---- zero-copy paths (the session's hot path) ----
-  // Appends one whole frame to `out`: u32 big-endian length | ciphertext | tag,
-  // encrypting straight into `out` (the only pass over the data).
-  // kInvalidArgument, before using a nonce, when the record would exceed
+  // Writes one whole frame into `frame`: u32 big-endian length | ciphertext |
+  // tag, encrypting straight into it (the only pass over the data).
+  // RecordLayer::SealFrame appends such a frame to a vector.
+  // kInvalidArgument, before using a nonce, when `frame` is not
+  // FrameBytes(plaintext.size()) bytes or the record would exceed
   // `max_frame_bytes`.
-  Status SealFrame(std::span<const uint8_t> plaintext, std::vector<uint8_t>& out,
-                   uint32_t max_frame_bytes = kDefaultMaxFrameBytes);
+  Status SealFrameInto(std::span<const uint8_t> plaintext, std::span<uint8_t> frame,
+                       uint32_t max_frame_bytes) override;
   // Seals buffer[0, size-16) in place and writes the tag into the last 16
   // bytes. kInvalidArgument when buffer is shorter than a tag.
   Status SealInPlace(std::span<uint8_t> buffer);
   // Opens a record in place; returns the plaintext length (record.size()-16),
   // the plaintext being record[0, n). Errors as Open.
-  Result<size_t> OpenInPlace(std::span<uint8_t> record);
+  Result<size_t> OpenInPlace(std::span<uint8_t> record) override;
 
   // Statistics (safe to read from any thread).
   uint64_t records_sealed() const { return sealed_.load(std::memory_order_relaxed); }
