@@ -18,6 +18,7 @@
 #include "verdant/client/dataset.h"
 #include "verdant/client/model_zoo.h"
 #include "verdant/client/partition.h"
+#include "verdant/client/synthetic_trainer.h"
 #include "verdant/client/torch_local_trainer.h"
 #include "verdant/client/trainer.h"
 #include "verdant/aggregation/plugins.h"
@@ -157,6 +158,8 @@ struct ClientArgs {
   cli::ClientSecurity security;
   std::string state_dir;
   std::string attack;  // fault injection: "scale:F" or "nan"
+  std::string model;   // with no_train: the synthetic:N model the tasks must match ("" = any)
+  bool no_train = false;  // answer tasks with SyntheticTrainer (no data, no LibTorch)
   // Device state (the app or agent would feed these; sysfs fills battery and power when present).
   std::string zone, profile, power, network;
   double battery = -1;
@@ -165,11 +168,29 @@ struct ClientArgs {
   std::string sysfs_root = "/sys/class/power_supply";
 };
 
+// --no-train and --model: the synthetic benchmark workload (issue 9).
+// --no-train needs no model or synthetic:N; a synthetic model needs --no-train.
+Status CheckNoTrain(const std::string& model, bool no_train, bool model_required) {
+  if (no_train) {
+    if (model.empty() && !model_required) return OkStatus();
+    if (!IsSyntheticModel(model)) {
+      return InvalidArgumentError("--no-train runs the synthetic benchmark workload and needs --model synthetic:N "
+                                  "(e.g. synthetic:1000000), not '" + model + "'; mlp and cnn train with LibTorch");
+    }
+    return SyntheticModelSize(model).status();
+  }
+  if (IsSyntheticModel(model)) {
+    return InvalidArgumentError("model '" + model + "' has nothing to train: add --no-train");
+  }
+  return model.empty() ? OkStatus() : ModelLayout(model).status();
+}
+
 Status RunClient(const ClientArgs& a) {
   VERDANT_RETURN_IF_ERROR(cli::ConfigureLogging(a.log_level, a.log_file));
   VERDANT_ASSIGN_OR_RETURN(auto hp, ParseHostPort(a.server));
   VERDANT_ASSIGN_OR_RETURN(auto shard, ParseShard(a.shard));
-  VERDANT_RETURN_IF_ERROR(cli::CheckDataDir(a.data_dir));
+  VERDANT_RETURN_IF_ERROR(CheckNoTrain(a.model, a.no_train, /*model_required=*/false));
+  if (!a.no_train) VERDANT_RETURN_IF_ERROR(cli::CheckDataDir(a.data_dir));
   VERDANT_ASSIGN_OR_RETURN(HandshakerFactory handshaker, cli::MakeClientHandshaker(a.security));
   energy::DeviceState ds;
   ds.zone = a.zone;
@@ -187,16 +208,31 @@ Status RunClient(const ClientArgs& a) {
   VERDANT_RETURN_IF_ERROR(manual.Set(ds).WithContext("device state flags"));
   energy::SysfsDeviceStateProvider sysfs(energy::PowerSupplyReaderOptions{a.sysfs_root}, &manual);
   const bool use_sysfs = a.battery < 0 && std::filesystem::is_directory(a.sysfs_root);
-  ConfigureTorchThreads(1);
-  VERDANT_ASSIGN_OR_RETURN(Dataset train, LoadFashionMnist(a.data_dir, "train"));
-  VERDANT_ASSIGN_OR_RETURN(auto idx, PartitionIndices(a.partition, train.labels, 10, shard.second, shard.first, a.seed));
-  if (a.max_examples > 0 && idx.size() > a.max_examples) idx.resize(a.max_examples);
-  Dataset mine = Subset(train, idx);
-  train = Dataset();
-  spdlog::info("client {}: shard {} of {} ({}, seed {}): {} examples", a.name, shard.first, shard.second, a.partition,
-               a.seed, mine.size());
-  VERDANT_ASSIGN_OR_RETURN(auto torch_trainer, TorchLocalTrainer::Create(std::move(mine)));
-  std::unique_ptr<LocalTrainer> trainer = std::move(torch_trainer);
+  const uint64_t client_seed = a.seed * 1000003 + shard.first;
+  std::unique_ptr<LocalTrainer> trainer;
+  if (a.no_train) {
+    SyntheticTrainerOptions so;
+    if (!a.model.empty()) {
+      VERDANT_ASSIGN_OR_RETURN(so.num_params, SyntheticModelSize(a.model));
+    }
+    so.seed = client_seed;
+    VERDANT_ASSIGN_OR_RETURN(auto synthetic, SyntheticTrainer::Create(so));
+    trainer = std::move(synthetic);
+    spdlog::info("client {}: --no-train: answering tasks with synthetic updates ({} examples, noise std {})", a.name,
+                 so.num_examples, so.noise_std);
+  } else {
+    ConfigureTorchThreads(1);
+    VERDANT_ASSIGN_OR_RETURN(Dataset train, LoadFashionMnist(a.data_dir, "train"));
+    VERDANT_ASSIGN_OR_RETURN(auto idx,
+                             PartitionIndices(a.partition, train.labels, 10, shard.second, shard.first, a.seed));
+    if (a.max_examples > 0 && idx.size() > a.max_examples) idx.resize(a.max_examples);
+    Dataset mine = Subset(train, idx);
+    train = Dataset();
+    spdlog::info("client {}: shard {} of {} ({}, seed {}): {} examples", a.name, shard.first, shard.second,
+                 a.partition, a.seed, mine.size());
+    VERDANT_ASSIGN_OR_RETURN(auto torch_trainer, TorchLocalTrainer::Create(std::move(mine)));
+    trainer = std::move(torch_trainer);
+  }
   if (!a.attack.empty()) {
     VERDANT_ASSIGN_OR_RETURN(auto attacker, AttackTrainer::Create(a.attack, std::move(trainer)));
     trainer = std::move(attacker);
@@ -207,7 +243,7 @@ Status RunClient(const ClientArgs& a) {
   o.port = hp.second;
   o.name = a.name.empty() ? "client-" + std::to_string(shard.first) : a.name;
   o.max_reconnects = a.max_reconnects;
-  o.seed = a.seed * 1000003 + shard.first;
+  o.seed = client_seed;
   o.connection.handshaker = std::move(handshaker);
   o.state_dir = a.state_dir;
   o.state_provider = use_sysfs ? static_cast<const energy::DeviceStateProvider*>(&sysfs) : &manual;
@@ -392,12 +428,14 @@ struct DemoArgs {
   bool insecure = false;
   std::vector<std::string> plugins;
   std::string selector = "random";
+  std::vector<std::string> selector_opts;  // KEY=VALUE
   size_t adversarial = 0;          // clients 0..N-1 corrupt their updates
   std::string attack = "scale:1e6";
   OptionMap strategy_options;      // from extra --key value arguments
   std::string zones;               // comma-separated; clients spread round-robin
   std::string profile = "phone-midrange";
   cli::CarbonSetup carbon{.start = "2022-06-01T00:00:00Z"};
+  bool no_train = false;           // synthetic:N with SyntheticTrainer clients (benchmarks)
 };
 
 class ChildProcesses {
@@ -461,7 +499,8 @@ Status RunDemo(const DemoArgs& a) {
   if (a.clients < 1 || a.clients > 1000) return InvalidArgumentError("--clients must be 1..1000");
   if (a.clients_per_round > a.clients) return InvalidArgumentError("--clients-per-round cannot exceed --clients");
   if (a.adversarial > a.clients) return InvalidArgumentError("--adversarial cannot exceed --clients");
-  VERDANT_RETURN_IF_ERROR(cli::CheckDataDir(a.data_dir));
+  VERDANT_RETURN_IF_ERROR(CheckNoTrain(a.model, a.no_train, /*model_required=*/true));
+  if (!a.no_train) VERDANT_RETURN_IF_ERROR(cli::CheckDataDir(a.data_dir));
   VERDANT_RETURN_IF_ERROR(LoadPlugins(a.plugins));
   VERDANT_ASSIGN_OR_RETURN(auto layout, ModelLayout(a.model));
   {
@@ -492,6 +531,13 @@ Status RunDemo(const DemoArgs& a) {
   s.strategy = a.strategy;
   s.strategy_options = a.strategy_options;
   s.selector = a.selector;
+  for (const auto& kv : a.selector_opts) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return InvalidArgumentError("--selector-opt wants KEY=VALUE, got '" + kv + "'");
+    }
+    s.selector_options.Set(kv.substr(0, eq), kv.substr(eq + 1));
+  }
   s.strategy_options.Set("local_epochs", std::to_string(a.local_epochs));
   s.strategy_options.Set("batch_size", std::to_string(a.batch_size));
   s.strategy_options.Set("lr", std::to_string(a.lr));
@@ -539,6 +585,7 @@ Status RunDemo(const DemoArgs& a) {
                                        "--log-file", (out / "logs" / ("client-" + std::to_string(i) + ".log")).string(),
                                        "--state-dir", (out / "state" / ("client-" + std::to_string(i))).string()};
       if (i < a.adversarial) args.insert(args.end(), {"--attack", a.attack});
+      if (a.no_train) args.insert(args.end(), {"--model", a.model, "--no-train"});
       if (!zones.empty()) args.insert(args.end(), {"--zone", zones[i % zones.size()]});
       args.insert(args.end(), {"--profile", a.profile, "--network", "wifi", "--power", "grid", "--battery", "80",
                                "--charging"});
@@ -555,10 +602,12 @@ Status RunDemo(const DemoArgs& a) {
   auto summary = cli::Serve(std::move(s), start_clients);
   children.StopAll(15s);
   if (!summary.ok()) return summary.status();
-  std::printf("done: final accuracy %.4f after %llu rounds in %.1f s; %s up, %s down; outputs in %s\n",
-              summary->final_accuracy, static_cast<unsigned long long>(summary->rounds_completed),
-              summary->wall_seconds, cli::HumanBytes(summary->bytes_up).c_str(),
-              cli::HumanBytes(summary->bytes_down).c_str(), out.string().c_str());
+  const std::string accuracy =
+      a.no_train ? std::string("no evaluation (--no-train)") : "final accuracy " + std::to_string(summary->final_accuracy);
+  std::printf("done: %s after %llu rounds in %.1f s; %s up, %s down; outputs in %s\n", accuracy.c_str(),
+              static_cast<unsigned long long>(summary->rounds_completed), summary->wall_seconds,
+              cli::HumanBytes(summary->bytes_up).c_str(), cli::HumanBytes(summary->bytes_down).c_str(),
+              out.string().c_str());
   if (children.failed() > 0) {
     std::printf("note: %d client process(es) exited with an error; see %s\n", children.failed(),
                 (out / "logs").string().c_str());
@@ -635,6 +684,9 @@ int RunCli(int argc, char** argv) {
   client->add_flag("--idle", ca.idle, "the device is idle (not in use)");
   client->add_option("--intensity", ca.intensity, "grid intensity the device knows locally, gCO2e/kWh");
   client->add_option("--attack", ca.attack, "fault injection for robustness tests: scale:F or nan");
+  client->add_option("--model", ca.model, "with --no-train: the synthetic:N model the tasks must match");
+  client->add_flag("--no-train", ca.no_train,
+                   "benchmark client: answer each task with the model plus small noise (no data, no LibTorch)");
   client->add_flag("--insecure", ca.security.insecure, "plaintext, unauthenticated (debugging only)");
 
   // demo
@@ -643,7 +695,11 @@ int RunCli(int argc, char** argv) {
   demo->add_option("--clients", da.clients, "client processes")->capture_default_str();
   demo->add_option("--rounds", da.rounds, "rounds")->capture_default_str();
   demo->add_option("--clients-per-round", da.clients_per_round, "K (default: all clients)");
-  demo->add_option("--model", da.model, "mlp or cnn")->capture_default_str();
+  demo->add_option("--model", da.model, "mlp, cnn, or synthetic:N (N float32 parameters; needs --no-train)")
+      ->capture_default_str();
+  demo->add_flag("--no-train", da.no_train,
+                 "benchmark workload: clients answer with the model plus small noise, no data or evaluation "
+                 "(needs --model synthetic:N; see bench/round_overhead.sh)");
   demo->add_option("--partition", da.partition, "iid or dirichlet:ALPHA")->capture_default_str();
   demo->add_option("--seed", da.seed, "seed for the model, partition and selection")->capture_default_str();
   demo->add_option("--port", da.port, "coordinator port (0 = any free port)")->capture_default_str();
@@ -664,6 +720,8 @@ int RunCli(int argc, char** argv) {
   demo->add_option("--plugin", da.plugins, "load a strategy/selector plug-in (.so); repeatable")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   demo->add_option("--selector", da.selector, "client selector")->capture_default_str();
+  demo->add_option("--selector-opt", da.selector_opts, "selector option KEY=VALUE (e.g. max_share=0.5); repeatable")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   demo->add_option("--adversarial", da.adversarial, "how many clients corrupt their updates (robustness demo)");
   demo->add_option("--attack", da.attack, "what adversarial clients do: scale:F or nan")->capture_default_str();
   demo->add_option("--zones", da.zones, "grid zones, comma-separated (e.g. NO,ES,US-CISO); clients round-robin");

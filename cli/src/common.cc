@@ -276,19 +276,27 @@ Result<RunSummary> Serve(ServeSetup setup, const std::function<Status(uint16_t)>
   codec_check.reset();
   VERDANT_RETURN_IF_ERROR(ParseDownlinkCodec(setup.coordinator.downlink_codec).status());
   VERDANT_ASSIGN_OR_RETURN(auto carbon, MakeCarbon(setup.carbon, setup.coordinator.energy));
-  ConfigureTorchThreads(1);
+  // A synthetic model (benchmarks) has no network: no LibTorch, no test set,
+  // no evaluation (rounds.csv leaves accuracy empty).
+  const bool synthetic = IsSyntheticModel(setup.coordinator.model_name);
+  if (!synthetic) ConfigureTorchThreads(1);
   VERDANT_ASSIGN_OR_RETURN(ParameterVector initial, InitialModel(setup.coordinator.model_name, setup.init_seed));
-  VERDANT_ASSIGN_OR_RETURN(auto evaluator,
-                           MakeFashionMnistEvaluator(setup.coordinator.model_name, setup.data_dir, setup.eval_examples));
+  std::unique_ptr<Evaluator> evaluator;
+  if (!synthetic) {
+    VERDANT_ASSIGN_OR_RETURN(evaluator, MakeFashionMnistEvaluator(setup.coordinator.model_name, setup.data_dir,
+                                                                  setup.eval_examples));
+  }
 
   Coordinator coord(setup.coordinator, std::move(initial), std::move(strategy), std::move(selector), evaluator.get(),
                     SystemClock::Default());
   const uint64_t total_rounds = setup.coordinator.rounds;
   if (setup.progress) {
     coord.SetRoundCallback([total_rounds](const RoundRecord& r) {
-      std::printf("round %3llu/%llu | acc %.4f | loss %.4f | %zu/%zu clients%s | up %s down %s | %.2f s\n",
-                  static_cast<unsigned long long>(r.round), static_cast<unsigned long long>(total_rounds),
-                  r.accuracy.value_or(0.0), r.loss.value_or(0.0), r.completed, r.selected,
+      char quality[64] = "no evaluation";
+      if (r.accuracy) std::snprintf(quality, sizeof(quality), "acc %.4f | loss %.4f", *r.accuracy, r.loss.value_or(0.0));
+      std::printf("round %3llu/%llu | %s | %zu/%zu clients%s | up %s down %s | %.2f s\n",
+                  static_cast<unsigned long long>(r.round), static_cast<unsigned long long>(total_rounds), quality,
+                  r.completed, r.selected,
                   r.failed ? (" (" + std::to_string(r.failed) + " failed)").c_str() : "",
                   HumanBytes(r.bytes_up).c_str(), HumanBytes(r.bytes_down).c_str(), r.wall_seconds);
       std::fflush(stdout);

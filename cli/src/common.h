@@ -93,7 +93,8 @@ struct ServeSetup {
   CarbonSetup carbon;
 };
 
-// Builds model, strategy, selector and evaluator, starts the TCP server,
+// Builds model, strategy, selector and evaluator (none for a synthetic:N
+// model: nothing to evaluate), starts the TCP server,
 // calls `on_listening(port)` (the demo starts its clients there), runs the
 // coordinator and prints a progress line per round. Returns the summary.
 Result<RunSummary> Serve(ServeSetup setup, const std::function<Status(uint16_t)>& on_listening);

@@ -1,9 +1,11 @@
 // Model zoo: layouts (plain C++) and the LibTorch modules behind them.
 #include "verdant/client/model_zoo.h"
 
+#include <charconv>
 #include <cstring>
 
 #include "torch_models.h"
+#include "verdant/core/rng.h"
 
 namespace verdant {
 namespace {
@@ -31,8 +33,11 @@ Layout CnnLayout() {
 Status UnknownModel(std::string_view model) {
   std::string valid;
   for (const auto& n : ModelNames()) valid += (valid.empty() ? "" : ", ") + n;
-  return InvalidArgumentError("unknown model '" + std::string(model) + "' (valid: " + valid + ")");
+  return InvalidArgumentError("unknown model '" + std::string(model) + "' (valid: " + valid +
+                              ", or synthetic:N for benchmarks)");
 }
+
+constexpr std::string_view kSyntheticPrefix = "synthetic:";
 
 class Mlp final : public internal::ZooNet {
  public:
@@ -78,15 +83,47 @@ class Cnn final : public internal::ZooNet {
 
 std::vector<std::string> ModelNames() { return {"mlp", "cnn"}; }
 
+bool IsSyntheticModel(std::string_view model) { return model.starts_with(kSyntheticPrefix); }
+
+Result<uint64_t> SyntheticModelSize(std::string_view model) {
+  if (!IsSyntheticModel(model)) {
+    return InvalidArgumentError("model '" + std::string(model) + "' is not synthetic:N");
+  }
+  const std::string_view spec = model.substr(kSyntheticPrefix.size());
+  auto bad = [&] {
+    return InvalidArgumentError("model '" + std::string(model) +
+                                "': N must be a positive integer, optionally with a k or M suffix, up to " +
+                                std::to_string(kMaxSyntheticParameters) + " (e.g. synthetic:1000000 or synthetic:1M)");
+  };
+  uint64_t n = 0;
+  auto [p, ec] = std::from_chars(spec.data(), spec.data() + spec.size(), n);
+  if (ec != std::errc() || p == spec.data()) return bad();
+  std::string_view rest(p, spec.data() + spec.size() - p);
+  uint64_t scale = 1;
+  if (rest == "k" || rest == "K") scale = 1'000;
+  else if (rest == "M") scale = 1'000'000;
+  else if (!rest.empty()) return bad();
+  if (n == 0 || n > kMaxSyntheticParameters / scale) return bad();
+  return n * scale;
+}
+
 Result<Layout> ModelLayout(std::string_view model) {
   if (model == "mlp") return MlpLayout();
   if (model == "cnn") return CnnLayout();
+  if (IsSyntheticModel(model)) {
+    VERDANT_ASSIGN_OR_RETURN(uint64_t n, SyntheticModelSize(model));
+    return Layout({{"synthetic", {static_cast<int64_t>(n)}}});
+  }
   return UnknownModel(model);
 }
 
 namespace internal {
 
 Result<std::shared_ptr<ZooNet>> MakeNet(std::string_view name) {
+  if (IsSyntheticModel(name)) {
+    return InvalidArgumentError("model '" + std::string(name) +
+                                "' is synthetic: it has no network to train or evaluate (use --no-train)");
+  }
   VERDANT_ASSIGN_OR_RETURN(Layout layout, ModelLayout(name));
   std::shared_ptr<ZooNet> net;
   if (name == "mlp") {
@@ -140,6 +177,12 @@ void StoreFlat(const std::vector<torch::Tensor>& params, std::span<float> values
 
 Result<ParameterVector> InitialModel(std::string_view model, uint64_t seed) {
   VERDANT_ASSIGN_OR_RETURN(Layout layout, ModelLayout(model));
+  if (IsSyntheticModel(model)) {
+    ParameterVector out(std::move(layout));
+    Rng rng(seed);
+    for (float& v : out.values()) v = (rng.UniformFloat() - 0.5f) * 0.1f;
+    return out;
+  }
   try {
     torch::manual_seed(seed);
     VERDANT_ASSIGN_OR_RETURN(auto net, internal::MakeNet(model));

@@ -1,8 +1,10 @@
 #include "verdant/server/coordinator.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <bit>
 #include <cctype>
 #include <cmath>
 #include <set>
@@ -11,6 +13,42 @@
 namespace verdant {
 
 namespace {
+
+// This process's user + system CPU time so far (getrusage RUSAGE_SELF).
+double ProcessCpuSeconds() {
+  rusage u{};
+  if (getrusage(RUSAGE_SELF, &u) != 0) return 0.0;
+  auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6; };
+  return secs(u.ru_utime) + secs(u.ru_stime);
+}
+
+// This process's peak resident set so far, MiB (Linux reports ru_maxrss in KiB).
+double ProcessPeakRssMb() {
+  rusage u{};
+  if (getrusage(RUSAGE_SELF, &u) != 0) return 0.0;
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
+// The upload checks of transport's PayloadAssembler: the declared size
+// within `max_bytes` and a consistent chunk count.
+Status CheckUploadInfo(const wire::PayloadInfo& info, uint64_t max_bytes) {
+  if (info.payload_bytes() > max_bytes) {
+    return InvalidArgumentError("payload of " + std::to_string(info.payload_bytes()) + " bytes exceeds the " +
+                                std::to_string(max_bytes) + "-byte limit");
+  }
+  if (info.num_chunks() == 0 && info.payload_bytes() != 0) {
+    return InvalidArgumentError("payload declares bytes but no chunks");
+  }
+  if (info.num_chunks() > info.payload_bytes()) return InvalidArgumentError("payload declares more chunks than bytes");
+  return OkStatus();
+}
+
+// The bytes of a float buffer in the identity codec's format (little-endian
+// float32), without copying them.
+std::span<const uint8_t> IdentityBytes(std::span<const float> values) {
+  static_assert(std::endian::native == std::endian::little, "the identity wire format is the floats' own bytes");
+  return {reinterpret_cast<const uint8_t*>(values.data()), values.size_bytes()};
+}
 
 wire::Envelope ErrorEnvelope(wire::Error::Code code, const std::string& msg) {
   wire::Envelope env;
@@ -389,14 +427,43 @@ void Coordinator::HandleTrainResult(const SessionPtr& s, ClientEntry& e, const w
       return;
     }
   }
-  auto a = std::make_unique<PayloadAssembler>(p, max_bytes);
-  if (!a->status().ok()) {
-    s->CloseWithError(wire::Error::BAD_PAYLOAD, a->status().message());
+  if (Status st = CheckUploadInfo(p, max_bytes); !st.ok()) {
+    s->CloseWithError(wire::Error::BAD_PAYLOAD, st.message());
     return;
   }
+  auto a = std::make_unique<Upload>();
+  a->info = p;
+  a->data = TakeUploadBuffer(p.payload_bytes());
   e.upload_header = r;
   e.upload = std::move(a);
   if (e.upload->complete()) HandleChunk(s, e, wire::Chunk());  // empty payload
+}
+
+ByteBuffer Coordinator::TakeUploadBuffer(uint64_t declared_bytes) {
+  ByteBuffer b;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!upload_pool_.empty()) {
+      // The largest buffer: all are model-sized after the first round.
+      auto it = std::max_element(upload_pool_.begin(), upload_pool_.end(),
+                                 [](const ByteBuffer& x, const ByteBuffer& y) { return x.capacity() < y.capacity(); });
+      b = std::move(*it);
+      *it = std::move(upload_pool_.back());
+      upload_pool_.pop_back();
+    }
+  }
+  b.clear();
+  // As PayloadAssembler: reserve what is declared, up to 64 MiB; beyond
+  // that the buffer grows with the bytes that actually arrive.
+  const uint64_t want = std::min<uint64_t>(declared_bytes, 64ull << 20);
+  if (b.capacity() < want) b.reserve(want);
+  return b;
+}
+
+void Coordinator::ReturnUploadBuffer(ByteBuffer buffer) {
+  if (buffer.capacity() == 0) return;
+  std::lock_guard<std::mutex> l(mu_);
+  if (upload_pool_.size() < upload_pool_limit_) upload_pool_.push_back(std::move(buffer));
 }
 
 void Coordinator::HandleChunk(const SessionPtr& s, ClientEntry& e, const wire::Chunk& c) {
@@ -404,21 +471,43 @@ void Coordinator::HandleChunk(const SessionPtr& s, ClientEntry& e, const wire::C
     s->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "Chunk without a TrainResult");
     return;
   }
-  if (!e.upload->complete()) {
-    Status st = e.upload->Add(c);
-    if (!st.ok()) {
+  Upload& u = *e.upload;
+  if (!u.complete()) {
+    // The checks of PayloadAssembler::Add.
+    std::string bad;
+    if (c.stream_id() != u.info.stream_id()) {
+      bad = "chunk for stream " + std::to_string(c.stream_id()) + " while receiving stream " +
+            std::to_string(u.info.stream_id());
+    } else if (c.seq() != u.received_chunks) {
+      bad = "chunk " + std::to_string(c.seq()) + " out of order (expected " + std::to_string(u.received_chunks) + ")";
+    } else if (u.received_chunks >= u.info.num_chunks()) {
+      bad = "more chunks than declared";
+    } else if (u.data.size() + c.data().size() > u.info.payload_bytes()) {
+      bad = "chunks overflow the declared payload size";
+    } else if (c.data().empty()) {
+      bad = "empty chunk";
+    } else {
+      u.data.insert(u.data.end(), c.data().begin(), c.data().end());
+      ++u.received_chunks;
+      if (u.received_chunks == u.info.num_chunks() && u.data.size() != u.info.payload_bytes()) {
+        bad = "payload ended at " + std::to_string(u.data.size()) + " of " + std::to_string(u.info.payload_bytes()) +
+              " declared bytes";
+      }
+    }
+    if (!bad.empty()) {
+      Status st = DataLossError(bad);
       spdlog::warn("client {}: bad upload: {}; closing", e.client_id, st.ToString());
       s->CloseWithError(wire::Error::BAD_PAYLOAD, st.message());
       e.upload.reset();
       return;
     }
   }
-  if (!e.upload->complete()) return;
+  if (!u.complete()) return;
   Event ev{Event::kResult};
   ev.session = s->id();
   ev.client_id = e.client_id;
   ev.task_id = e.upload_header.task_id();
-  ev.payload = e.upload->Take();
+  ev.payload = std::move(u.data);
   ev.header = std::move(e.upload_header);
   e.upload.reset();
   Push(std::move(ev));
@@ -585,12 +674,15 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   {
     Rng codec_rng = rng_.Fork(round);
     ByteBuffer bytes;
-    IdentityCodec identity;
+    // What goes out: `bytes`, or for identity the model's own bytes (the
+    // identity format), chunked straight from the model without a copy.
+    std::span<const uint8_t> payload;
     if (downlink_codec_ == nullptr) {
-      VERDANT_RETURN_IF_ERROR(identity.Encode(global_.values(), codec_rng, bytes));
+      payload = IdentityBytes(global_.values());
     } else if (!downlink_delta_) {
       // fp16 (or another dense codec): clients hold Decode(Encode(global)).
       VERDANT_RETURN_IF_ERROR(downlink_codec_->Encode(global_.values(), codec_rng, bytes));
+      payload = bytes;
       full_encoding = options_.downlink_codec;
     } else {
       if (broadcast_version_ == 0) {
@@ -611,10 +703,10 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
         delta_payload_bytes = dbytes.size();
         delta_chunks = MakeChunkMessages(delta_stream_id, dbytes, options_.chunk_bytes);
       }
-      VERDANT_RETURN_IF_ERROR(identity.Encode(broadcast_, codec_rng, bytes));
+      payload = IdentityBytes(broadcast_);
     }
-    full_payload_bytes = bytes.size();
-    chunks = MakeChunkMessages(stream_id, bytes, options_.chunk_bytes);
+    full_payload_bytes = payload.size();
+    chunks = MakeChunkMessages(stream_id, payload, options_.chunk_bytes);
   }
   const std::string delta_encoding =
       downlink_delta_ ? options_.downlink_codec.substr(std::string_view("delta:").size()) : std::string();
@@ -635,6 +727,8 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     std::lock_guard<std::mutex> l(mu_);
     round_bytes_up0_ = TotalBytesUp();
     round_bytes_down0_ = TotalBytesDown();
+    upload_pool_limit_ = std::max<size_t>(1, selected.size());
+    if (upload_pool_.size() > upload_pool_limit_) upload_pool_.resize(upload_pool_limit_);
     for (const auto& id : selected) {
       auto bi = by_client_id_.find(id);
       if (bi == by_client_id_.end()) {
@@ -724,7 +818,10 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
       ev = std::move(events_.front());
       events_.pop_front();
     }
-    if (pending.find(ev.task_id) == pending.end()) continue;  // stale: a previous round's task
+    if (pending.find(ev.task_id) == pending.end()) {  // stale: a previous round's task
+      ReturnUploadBuffer(std::move(ev.payload));
+      continue;
+    }
     if (ev.kind != Event::kResult) {
       fail(ev.task_id, ev.status);
       continue;
@@ -736,6 +833,9 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     r.delta = UpdateView::Encoded(ev.payload, *uplink_codec_);
     Status st = std::isfinite(r.train_loss) ? strategy_->AddResult(r)
                                             : DataLossError("reported training loss is not finite");
+    // The strategy has folded (or copied) the update: the buffer serves the next upload.
+    r.delta = UpdateView();
+    ReturnUploadBuffer(std::move(ev.payload));
     if (!st.ok()) {
       auto it = pending.find(ev.task_id);
       if (it != pending.end()) it->second.session->CloseWithError(wire::Error::BAD_PAYLOAD, st.message());
@@ -865,6 +965,7 @@ Result<RunSummary> Coordinator::Run() {
   if (run_status.ok()) {
     spdlog::info("starting {} rounds with {} clients connected", options_.rounds, connected_clients());
   }
+  const double rounds_cpu0 = ProcessCpuSeconds();
   for (uint64_t round = 1; run_status.ok() && round <= options_.rounds; ++round) {
     if (stop_) {
       run_status = CancelledError("stopped after " + std::to_string(round - 1) + " rounds");
@@ -897,6 +998,13 @@ Result<RunSummary> Coordinator::Run() {
   }
   summary.bytes_up = bytes_up;
   summary.bytes_down = bytes_down;
+  // The coordinator's own cost (the process running it; in `verdant demo`
+  // the clients are separate processes): the whole run, and the rounds alone
+  // (from round 1's selection to the last round's report, without start-up
+  // and waiting for clients).
+  summary.numbers["coordinator_cpu_seconds"] = ProcessCpuSeconds();
+  summary.numbers["coordinator_rounds_cpu_seconds"] = ProcessCpuSeconds() - rounds_cpu0;
+  summary.numbers["coordinator_peak_rss_mb"] = ProcessPeakRssMb();
   summary.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   summary.strings["strategy"] = std::string(strategy_->Name());
   summary.strings["selector"] = std::string(selector_->Name());

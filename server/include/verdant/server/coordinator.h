@@ -116,6 +116,17 @@ class Coordinator final : public SessionHandler {
   void OnSessionClosed(const SessionPtr& session, const Status& reason) override;
 
  private:
+  // One upload being reassembled, with the checks of transport's
+  // PayloadAssembler (order, stream id, declared size; allocation follows
+  // the bytes received), into a buffer recycled through upload_pool_.
+  struct Upload {
+    wire::PayloadInfo info;
+    ByteBuffer data;
+    uint32_t received_chunks = 0;
+    bool complete() const {
+      return received_chunks == info.num_chunks() && data.size() == info.payload_bytes();
+    }
+  };
   struct ClientEntry {
     SessionPtr session;
     std::string client_id;
@@ -125,7 +136,7 @@ class Coordinator final : public SessionHandler {
     // The task this client owes, if any.
     uint64_t task_id = 0;
     uint64_t task_round = 0;
-    std::unique_ptr<PayloadAssembler> upload;
+    std::unique_ptr<Upload> upload;
     wire::TrainResult upload_header;
     // History for selectors.
     uint64_t rounds_selected = 0, rounds_completed = 0, rounds_failed = 0;
@@ -147,6 +158,12 @@ class Coordinator final : public SessionHandler {
   void HandleTrainResult(const SessionPtr& s, ClientEntry& e, const wire::TrainResult& r);
   void HandleChunk(const SessionPtr& s, ClientEntry& e, const wire::Chunk& c);
   void Push(Event ev);
+  // An empty buffer for an upload of `declared_bytes`, from upload_pool_
+  // when it has one (so a model-sized buffer is not allocated, page-faulted
+  // and unmapped for every upload of every round). Thread-safe.
+  ByteBuffer TakeUploadBuffer(uint64_t declared_bytes);
+  // Gives a consumed upload's buffer back to the pool. Thread-safe.
+  void ReturnUploadBuffer(ByteBuffer buffer);
   Status WaitForClients();
   Result<RoundRecord> RunRound(uint64_t round);
   // Sends Bye to every client and closes the sessions after flushing.
@@ -192,6 +209,13 @@ class Coordinator final : public SessionHandler {
   uint64_t closed_bytes_up_ = 0, closed_bytes_down_ = 0;
   uint64_t round_bytes_up0_ = 0, round_bytes_down0_ = 0;
   std::deque<Event> events_;
+  // Buffers of consumed uploads, reused by the next ones. It never holds
+  // more buffers than uploads were once in flight together (a buffer is only
+  // allocated when the pool is empty), and is trimmed to the round's number
+  // of tasks, so peak memory is what fresh buffers cost; steady-state memory
+  // stays at that peak instead of being unmapped between rounds.
+  std::vector<ByteBuffer> upload_pool_;
+  size_t upload_pool_limit_ = 0;
   std::atomic<bool> stop_{false};
   uint64_t next_task_id_ = 0;
   uint64_t current_round_ = 0;
