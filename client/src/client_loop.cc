@@ -236,7 +236,13 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   if (!outcome.ok()) {
     // A local failure fails this round for us, not the session.
     spdlog::error("round {}: training failed: {}", task.round(), outcome.status().ToString());
-    return OkStatus();
+    // Tell the coordinator at once, so the round does not wait for its deadline.
+    wire::Envelope env;
+    auto* r = env.mutable_train_result();
+    r->set_round(task.round());
+    r->set_task_id(task.task_id());
+    (*r->mutable_metrics())[std::string(kTrainFailedMetric)] = 1.0;
+    return conn.Send(env);
   }
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch()).count();

@@ -400,6 +400,18 @@ void Coordinator::HandleTrainResult(const SessionPtr& s, ClientEntry& e, const w
     s->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "TrainResult while an upload is in progress");
     return;
   }
+  if (r.metrics().count("train_failed") && r.metrics().at("train_failed") != 0) {
+    // The client's local training failed: its round fails now, the session stays.
+    if (task_id != 0 && r.task_id() == task_id) {
+      Event ev{Event::kBadUpload};
+      ev.session = s->id();
+      ev.client_id = e.client_id;
+      ev.task_id = task_id;
+      ev.status = AbortedError("the client's local training failed");
+      Push(std::move(ev));
+    }
+    return;
+  }
   // A result for a task that is no longer pending (the round ended) is
   // reassembled and dropped, so the session stays usable.
   const auto& p = r.payload();

@@ -122,6 +122,7 @@ TEST_CASE("misbehaving clients fail their round while the others finish it") {
   std::thread tg([&] { (void)good.Run(); });
   std::thread tb([&] { (void)bad.Run(); });
   auto summary = h.coord.Run();
+  (void)expect;
   tg.join();
   tb.join();
   REQUIRE(summary.ok());
@@ -222,4 +223,28 @@ TEST_CASE("clients_per_round selects a subset each round") {
   CHECK(total == 8);
   auto rounds = Lines(testing::ReadFile(dir.path() / "rounds.csv"));
   CHECK(rounds[1].rfind("1,2,2,0,", 0) == 0);
+}
+
+TEST_CASE("a client whose local training fails fails its round at once not at the deadline") {
+  CoordinatorOptions o;
+  o.rounds = 2;
+  o.min_clients = 2;
+  o.round_timeout = 60s;
+  Harness h(o);
+  FakeClient good("good", h.port());
+  good.value = 1.0f;
+  FakeClient bad("bad", h.port());
+  bad.behaviour = FakeClient::Behaviour::kTrainFails;
+  std::thread tg([&] { (void)good.Run(); });
+  std::thread tb([&] { (void)bad.Run(); });
+  const auto t0 = std::chrono::steady_clock::now();
+  auto summary = h.coord.Run();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  tg.join();
+  tb.join();
+  REQUIRE(summary.ok());
+  CHECK(summary->rounds_completed == 2);
+  CHECK(summary->final_accuracy == doctest::Approx(2.0));  // only the good client's deltas
+  CHECK(seconds < 30.0);  // far from the 60 s deadline: the failure was reported, not waited for
+  CHECK(bad.tasks_seen() == 2);  // and the session stayed up for the next round
 }

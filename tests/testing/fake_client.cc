@@ -51,6 +51,15 @@ Status FakeClient::Run(int max_tasks) {
       ++answered;
       continue;
     }
+    if (behaviour == Behaviour::kTrainFails) {
+      wire::Envelope env;
+      env.mutable_train_result()->set_round(task.round());
+      env.mutable_train_result()->set_task_id(task.task_id());
+      (*env.mutable_train_result()->mutable_metrics())["train_failed"] = 1.0;
+      VERDANT_RETURN_IF_ERROR(c.Send(env));
+      ++answered;
+      continue;
+    }
     size_t n = task.payload().num_params();
     std::vector<float> delta(behaviour == Behaviour::kWrongShape ? n - 1 : n, value);
     if (behaviour == Behaviour::kNaN && !delta.empty()) delta[delta.size() / 2] = std::numeric_limits<float>::quiet_NaN();

@@ -125,6 +125,10 @@ class ClientLoop {
   bool error_feedback_loaded_ = false;
 };
 
+// TrainResult.metrics key a client sets (with no payload) when its local
+// training failed: the coordinator fails that client's round at once.
+inline constexpr std::string_view kTrainFailedMetric = "train_failed";
+
 // The wire form of a device state.
 wire::DeviceState ToWire(const energy::DeviceState& s);
 

@@ -30,6 +30,7 @@ class FakeClient {
     kDisconnectMidUpload,  // sends the header and half the chunks, then drops
     kSilent,           // never answers (tests the round deadline)
     kScaled,           // delta scaled by 1e6
+    kTrainFails,       // reports that its local training failed (no payload)
   };
   FakeClient(std::string name, uint16_t port) : name_(std::move(name)), port_(port) {}
   Behaviour behaviour = Behaviour::kHonest;
