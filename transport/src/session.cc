@@ -381,12 +381,17 @@ class SessionImpl final : public Session {
         return;
       }
       writing_ = true;
+      // Counted when handed to the socket: a peer may answer before this
+      // write's completion handler runs, and per-round byte counts must
+      // already include what the peer answered to. A failed write ends the
+      // session.
+      bytes_sent_ += wbuf_.span().size();
       asio::async_write(socket_, asio::buffer(wbuf_.span().data(), wbuf_.span().size()),
                         asio::bind_executor(strand_, [self = Self()](const std::error_code& ec, size_t n) {
                           self->writing_ = false;
                           --self->queued_;  // written, or failed for good
                           if (ec) return self->Fail(UnavailableError("write failed: " + ec.message()));
-                          self->bytes_sent_ += n;
+                          (void)n;
                           self->PumpWrites();
                           if (!self->writing_) self->ReleaseIdleWriteBuffers();
                         }));
