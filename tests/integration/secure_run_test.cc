@@ -235,7 +235,7 @@ TEST_CASE("secure run: with --insecure plaintext the planted pattern is visible 
 TEST_CASE("secure run: a half-open connection flood does not stop clients finishing their rounds") {
   constexpr size_t kClients = 3;
   constexpr size_t kFlood = 200;
-  constexpr auto kHandshakeTimeout = 1000ms;
+  constexpr auto kHandshakeTimeout = 2000ms;
   std::vector<std::unique_ptr<PatternTrainer>> trainers;
   for (size_t i = 0; i < kClients; ++i) trainers.push_back(std::make_unique<PatternTrainer>());
   const Handshakers hs = MakeHandshakers(/*secure=*/true, kClients);

@@ -95,10 +95,10 @@ Result<std::unique_ptr<RecordingProxy>> RecordingProxy::Start(uint16_t target_po
     ::close(fd);
     return UnavailableError("proxy cannot listen on 127.0.0.1: " + why);
   }
-  return std::unique_ptr<RecordingProxy>(new RecordingProxy(fd, ntohs(addr.sin_port), target_port, options));
+  return std::make_unique<RecordingProxy>(PassKey(), fd, ntohs(addr.sin_port), target_port, options);
 }
 
-RecordingProxy::RecordingProxy(int listen_fd, uint16_t port, uint16_t target, Options options)
+RecordingProxy::RecordingProxy(PassKey, int listen_fd, uint16_t port, uint16_t target, Options options)
     : listen_fd_(listen_fd), port_(port), target_(target), options_(options) {
   acceptor_ = std::thread([this] { AcceptLoop(); });
 }

@@ -68,6 +68,11 @@ class RecordingProxy {
   static Result<std::unique_ptr<RecordingProxy>> Start(uint16_t target_port, Options options);
   // A pure recorder (no mutation).
   static Result<std::unique_ptr<RecordingProxy>> Start(uint16_t target_port) { return Start(target_port, Options()); }
+  // Use Start().
+  struct PassKey {
+    explicit PassKey() = default;
+  };
+  RecordingProxy(PassKey, int listen_fd, uint16_t port, uint16_t target, Options options);
   ~RecordingProxy();
   RecordingProxy(const RecordingProxy&) = delete;
   RecordingProxy& operator=(const RecordingProxy&) = delete;
@@ -87,7 +92,6 @@ class RecordingProxy {
 
  private:
   struct Connection;
-  RecordingProxy(int listen_fd, uint16_t port, uint16_t target, Options options);
   void AcceptLoop();
   void PumpClientToServer(Connection& c);
   void PumpServerToClient(Connection& c);
