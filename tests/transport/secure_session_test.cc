@@ -215,6 +215,11 @@ Status RecordAttack(SecureServer& f, RecordingProxy::Mutation m, int expected_ap
   REQUIRE(f.handler.WaitClosed(1));
   Status victim_end = WaitConnectionClosed(**victim);
   CHECK(victim_end.code() == StatusCode::kUnavailable);
+  // The proxy counts a mutation after forwarding it, which may be after the
+  // server already closed the session: wait briefly for the count.
+  for (int i = 0; i < 200 && (*proxy)->mutations_applied() < static_cast<size_t>(expected_applied); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   CHECK((*proxy)->mutations_applied() == static_cast<size_t>(expected_applied));
   f.CheckGoodSessionUnaffected();
   CHECK(f.handler.closed == 1);  // the good session was never closed
