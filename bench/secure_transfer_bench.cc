@@ -321,7 +321,10 @@ struct Link {
       x ^= x << 13, x ^= x >> 7, x ^= x << 17;
       std::memcpy(model.data() + i, &x, 8);
     }
-    chunks = MakeChunkMessages(kStream, model);  // serialised once, as the coordinator does
+    // VERDANT_BENCH_CHUNK_KIB overrides the chunk size (default kDefaultChunkBytes).
+    uint32_t chunk_bytes = kDefaultChunkBytes;
+    if (const char* kib = std::getenv("VERDANT_BENCH_CHUNK_KIB")) chunk_bytes = static_cast<uint32_t>(std::atoi(kib)) * 1024;
+    chunks = MakeChunkMessages(kStream, model, chunk_bytes);  // serialised once, as the coordinator does
     info.set_stream_id(kStream);
     info.set_payload_bytes(kModelBytes);
     info.set_num_chunks(static_cast<uint32_t>(chunks.size()));

@@ -3,7 +3,12 @@
 // Trainer: local SGD on a client's Dataset with LibTorch, from a global
 // model to delta = local - global. ModelEvaluator: loss and accuracy of a
 // model on a held-out set (what the coordinator's Evaluator calls). Both
-// hide LibTorch behind a pimpl, so this header compiles without it.
+// are interfaces implemented in the LibTorch backend, a shared library
+// (libverdant_torch.so) loaded on first use (see torch_backend.h), so this
+// header compiles without LibTorch and a process that never trains or
+// evaluates (a coordinator on a synthetic model, a benchmark client) never
+// maps LibTorch. Create() fails with kUnavailable when the backend cannot be
+// loaded.
 //   ConfigureTorchThreads(1);
 //   auto trainer = Trainer::Create("mlp");             // one torch module, reused
 //   std::vector<float> delta;
@@ -46,7 +51,7 @@ class Trainer {
  public:
   // kInvalidArgument for an unknown model name (see model_zoo.h).
   static Result<std::unique_ptr<Trainer>> Create(std::string_view model);
-  ~Trainer();
+  virtual ~Trainer() = default;
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
@@ -63,16 +68,14 @@ class Trainer {
   // `data` is empty, not 28x28 or inconsistent, or an option is out of
   // range; kInternal for any LibTorch failure (non-finite loss included).
   // On error `delta` is unspecified.
-  Result<LocalTrainResult> Train(const ParameterVector& global, const Dataset& data,
-                                 const LocalTrainOptions& opts, std::vector<float>& delta);
+  virtual Result<LocalTrainResult> Train(const ParameterVector& global, const Dataset& data,
+                                         const LocalTrainOptions& opts, std::vector<float>& delta) = 0;
 
-  std::string_view model_name() const;
-  const Layout& layout() const;
+  virtual std::string_view model_name() const = 0;
+  virtual const Layout& layout() const = 0;
 
- private:
-  struct Impl;
-  explicit Trainer(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+ protected:
+  Trainer() = default;
 };
 
 struct EvalMetrics {
@@ -86,20 +89,18 @@ class ModelEvaluator {
   // Takes the test set by value (move it in). kInvalidArgument for an
   // unknown model, an empty set or one that is not 28x28.
   static Result<std::unique_ptr<ModelEvaluator>> Create(std::string_view model, Dataset test_set);
-  ~ModelEvaluator();
+  virtual ~ModelEvaluator() = default;
   ModelEvaluator(const ModelEvaluator&) = delete;
   ModelEvaluator& operator=(const ModelEvaluator&) = delete;
 
   // Batched (1000 per batch) inference without gradients. kInvalidArgument
   // if `model` does not match the layout; kInternal for LibTorch failures.
-  Result<EvalMetrics> Evaluate(const ParameterVector& model);
+  virtual Result<EvalMetrics> Evaluate(const ParameterVector& model) = 0;
 
-  const Layout& layout() const;
+  virtual const Layout& layout() const = 0;
 
- private:
-  struct Impl;
-  explicit ModelEvaluator(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+ protected:
+  ModelEvaluator() = default;
 };
 
 // Intra-op threads LibTorch uses in this process (torch::set_num_threads).

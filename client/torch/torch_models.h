@@ -35,3 +35,11 @@ void LoadFlat(const std::vector<torch::Tensor>& params, std::span<const float> v
 void StoreFlat(const std::vector<torch::Tensor>& params, std::span<float> values);
 
 }  // namespace verdant::internal
+
+namespace verdant {
+
+// InitialModel for the zoo's networks: LibTorch's default initialisation
+// after torch::manual_seed(seed).
+Result<ParameterVector> InitialTorchModel(std::string_view model, uint64_t seed);
+
+}  // namespace verdant

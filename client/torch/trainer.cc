@@ -1,4 +1,5 @@
-// Trainer and ModelEvaluator: the LibTorch adapters. Every torch call is
+// Trainer and ModelEvaluator: the LibTorch adapters, and the backend's entry
+// table (torch_backend.h). Part of libverdant_torch.so. Every torch call is
 // wrapped so that exceptions become Status values (STYLE.md rule 9).
 #include "verdant/client/trainer.h"
 
@@ -9,6 +10,7 @@
 
 #include "torch_models.h"
 #include "verdant/client/model_zoo.h"
+#include "verdant/client/torch_backend.h"
 #include "verdant/core/rng.h"
 
 namespace verdant {
@@ -58,40 +60,40 @@ Status CheckLabels(const Dataset& d, std::string_view what) {
   return OkStatus();
 }
 
-}  // namespace
-
 // ---- Trainer ------------------------------------------------------------------
 
-struct Trainer::Impl {
-  std::string name;
-  Layout layout;
-  std::shared_ptr<internal::ZooNet> net;
-  std::vector<torch::Tensor> params;
-  std::vector<torch::Tensor> global_params;  // FedProx anchor, allocated on first use
+class TorchTrainer final : public Trainer {
+ public:
+  static Result<std::unique_ptr<Trainer>> Create(std::string_view model);
+  Result<LocalTrainResult> Train(const ParameterVector& global, const Dataset& data,
+                                 const LocalTrainOptions& opts, std::vector<float>& delta) override;
+  std::string_view model_name() const override { return name_; }
+  const Layout& layout() const override { return layout_; }
+
+ private:
+  std::string name_;
+  Layout layout_;
+  std::shared_ptr<internal::ZooNet> net_;
+  std::vector<torch::Tensor> params_;
+  std::vector<torch::Tensor> global_params_;  // FedProx anchor, allocated on first use
 };
 
-Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Trainer::~Trainer() = default;
-
-std::string_view Trainer::model_name() const { return impl_->name; }
-const Layout& Trainer::layout() const { return impl_->layout; }
-
-Result<std::unique_ptr<Trainer>> Trainer::Create(std::string_view model) {
+Result<std::unique_ptr<Trainer>> TorchTrainer::Create(std::string_view model) {
   VERDANT_ASSIGN_OR_RETURN(Layout layout, ModelLayout(model));
   try {
-    auto impl = std::make_unique<Impl>();
-    impl->name = std::string(model);
-    impl->layout = std::move(layout);
-    VERDANT_ASSIGN_OR_RETURN(impl->net, internal::MakeNet(model));
-    impl->params = internal::ParametersInOrder(*impl->net);
-    return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+    auto t = std::unique_ptr<TorchTrainer>(new TorchTrainer());
+    t->name_ = std::string(model);
+    t->layout_ = std::move(layout);
+    VERDANT_ASSIGN_OR_RETURN(t->net_, internal::MakeNet(model));
+    t->params_ = internal::ParametersInOrder(*t->net_);
+    return std::unique_ptr<Trainer>(std::move(t));
   } catch (const std::exception& e) {
     return InternalError("creating trainer for model '" + std::string(model) + "': " + e.what());
   }
 }
 
-Result<LocalTrainResult> Trainer::Train(const ParameterVector& global, const Dataset& data,
-                                        const LocalTrainOptions& opts, std::vector<float>& delta) {
+Result<LocalTrainResult> TorchTrainer::Train(const ParameterVector& global, const Dataset& data,
+                                             const LocalTrainOptions& opts, std::vector<float>& delta) {
   const auto start_time = std::chrono::steady_clock::now();
   if (opts.local_epochs < 1) return InvalidArgumentError("local_epochs must be >= 1");
   if (opts.batch_size < 1) return InvalidArgumentError("batch_size must be >= 1");
@@ -101,7 +103,7 @@ Result<LocalTrainResult> Trainer::Train(const ParameterVector& global, const Dat
   if (!(opts.proximal_mu >= 0.0f) || !std::isfinite(opts.proximal_mu)) {
     return InvalidArgumentError("proximal_mu must be a finite number >= 0");
   }
-  VERDANT_RETURN_IF_ERROR(CheckModel(global, impl_->layout, impl_->name));
+  VERDANT_RETURN_IF_ERROR(CheckModel(global, layout_, name_));
   VERDANT_RETURN_IF_ERROR(CheckData(data, "training set"));
   VERDANT_RETURN_IF_ERROR(CheckLabels(data, "training set"));
 
@@ -127,17 +129,16 @@ Result<LocalTrainResult> Trainer::Train(const ParameterVector& global, const Dat
   LocalTrainResult result;
   result.num_examples = n;
   try {
-    Impl& m = *impl_;
-    m.net->train();
+        net_->train();
     {
       torch::NoGradGuard no_grad;
-      internal::LoadFlat(m.params, global.values());
+      internal::LoadFlat(params_, global.values());
       if (mu > 0.0) {
-        if (m.global_params.size() != m.params.size()) {
-          m.global_params.clear();
-          for (const auto& p : m.params) m.global_params.push_back(torch::empty_like(p));
+        if (global_params_.size() != params_.size()) {
+          global_params_.clear();
+          for (const auto& p : params_) global_params_.push_back(torch::empty_like(p));
         }
-        for (size_t i = 0; i < m.params.size(); ++i) m.global_params[i].copy_(m.params[i]);
+        for (size_t i = 0; i < params_.size(); ++i) global_params_[i].copy_(params_[i]);
       }
     }
     torch::Tensor x_buf =
@@ -161,8 +162,8 @@ Result<LocalTrainResult> Trainer::Train(const ParameterVector& global, const Dat
         }
         torch::Tensor x = b == batch ? x_buf : x_buf.narrow(0, 0, static_cast<int64_t>(b));
         torch::Tensor y = b == batch ? y_buf : y_buf.narrow(0, 0, static_cast<int64_t>(b));
-        m.net->zero_grad(/*set_to_none=*/false);
-        torch::Tensor loss = torch::nn::functional::cross_entropy(m.net->forward(x), y);
+        net_->zero_grad(/*set_to_none=*/false);
+        torch::Tensor loss = torch::nn::functional::cross_entropy(net_->forward(x), y);
         loss.backward();
         const double loss_value = loss.item<double>();
         if (!std::isfinite(loss_value)) {
@@ -171,10 +172,10 @@ Result<LocalTrainResult> Trainer::Train(const ParameterVector& global, const Dat
         }
         epoch_loss += loss_value * static_cast<double>(b);
         torch::NoGradGuard no_grad;
-        for (size_t i = 0; i < m.params.size(); ++i) {
-          torch::Tensor& p = m.params[i];
+        for (size_t i = 0; i < params_.size(); ++i) {
+          torch::Tensor& p = params_[i];
           p.add_(p.grad(), -lr);
-          if (mu > 0.0) p.add_(m.global_params[i], lr * mu).div_(1.0 + lr * mu);
+          if (mu > 0.0) p.add_(global_params_[i], lr * mu).div_(1.0 + lr * mu);
         }
       }
     }
@@ -182,9 +183,9 @@ Result<LocalTrainResult> Trainer::Train(const ParameterVector& global, const Dat
     result.samples_processed = static_cast<uint64_t>(n) * opts.local_epochs;
 
     delta.resize(global.size());
-    internal::StoreFlat(m.params, delta);
+    internal::StoreFlat(params_, delta);
   } catch (const std::exception& e) {
-    return InternalError("training model '" + impl_->name + "': " + e.what());
+    return InternalError("training model '" + name_ + "': " + e.what());
   }
   const auto g = global.values();
   float* d = delta.data();
@@ -196,49 +197,48 @@ Result<LocalTrainResult> Trainer::Train(const ParameterVector& global, const Dat
 
 // ---- ModelEvaluator -----------------------------------------------------------
 
-struct ModelEvaluator::Impl {
-  std::string name;
-  Layout layout;
-  std::shared_ptr<internal::ZooNet> net;
-  std::vector<torch::Tensor> params;
-  Dataset test;
-  std::vector<int64_t> labels;  // test.labels widened for cross_entropy
+class TorchModelEvaluator final : public ModelEvaluator {
+ public:
+  static Result<std::unique_ptr<ModelEvaluator>> Create(std::string_view model, Dataset test_set);
+  Result<EvalMetrics> Evaluate(const ParameterVector& model) override;
+  const Layout& layout() const override { return layout_; }
+
+ private:
+  std::string name_;
+  Layout layout_;
+  std::shared_ptr<internal::ZooNet> net_;
+  std::vector<torch::Tensor> params_;
+  Dataset test_;
+  std::vector<int64_t> labels_;  // test_.labels widened for cross_entropy
 };
 
-ModelEvaluator::ModelEvaluator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-ModelEvaluator::~ModelEvaluator() = default;
-
-const Layout& ModelEvaluator::layout() const { return impl_->layout; }
-
-Result<std::unique_ptr<ModelEvaluator>> ModelEvaluator::Create(std::string_view model,
-                                                               Dataset test_set) {
+Result<std::unique_ptr<ModelEvaluator>> TorchModelEvaluator::Create(std::string_view model, Dataset test_set) {
   VERDANT_ASSIGN_OR_RETURN(Layout layout, ModelLayout(model));
   VERDANT_RETURN_IF_ERROR(CheckData(test_set, "test set"));
   VERDANT_RETURN_IF_ERROR(CheckLabels(test_set, "test set"));
   try {
-    auto impl = std::make_unique<Impl>();
-    impl->name = std::string(model);
-    impl->layout = std::move(layout);
-    VERDANT_ASSIGN_OR_RETURN(impl->net, internal::MakeNet(model));
-    impl->params = internal::ParametersInOrder(*impl->net);
-    impl->labels.assign(test_set.labels.begin(), test_set.labels.end());
-    impl->test = std::move(test_set);
-    return std::unique_ptr<ModelEvaluator>(new ModelEvaluator(std::move(impl)));
+    auto e = std::unique_ptr<TorchModelEvaluator>(new TorchModelEvaluator());
+    e->name_ = std::string(model);
+    e->layout_ = std::move(layout);
+    VERDANT_ASSIGN_OR_RETURN(e->net_, internal::MakeNet(model));
+    e->params_ = internal::ParametersInOrder(*e->net_);
+    e->labels_.assign(test_set.labels.begin(), test_set.labels.end());
+    e->test_ = std::move(test_set);
+    return std::unique_ptr<ModelEvaluator>(std::move(e));
   } catch (const std::exception& e) {
     return InternalError("creating evaluator for model '" + std::string(model) + "': " + e.what());
   }
 }
 
-Result<EvalMetrics> ModelEvaluator::Evaluate(const ParameterVector& model) {
-  Impl& m = *impl_;
-  VERDANT_RETURN_IF_ERROR(CheckModel(model, m.layout, m.name));
+Result<EvalMetrics> TorchModelEvaluator::Evaluate(const ParameterVector& model) {
+  VERDANT_RETURN_IF_ERROR(CheckModel(model, layout_, name_));
   EvalMetrics out;
-  out.num_examples = m.test.size();
+  out.num_examples = test_.size();
   try {
     torch::NoGradGuard no_grad;
-    m.net->eval();
-    internal::LoadFlat(m.params, model.values());
-    const int64_t n = static_cast<int64_t>(m.test.size());
+    net_->eval();
+    internal::LoadFlat(params_, model.values());
+    const int64_t n = static_cast<int64_t>(test_.size());
     double loss_sum = 0.0;
     int64_t correct = 0;
     namespace F = torch::nn::functional;
@@ -246,10 +246,10 @@ Result<EvalMetrics> ModelEvaluator::Evaluate(const ParameterVector& model) {
       const int64_t b = std::min(kEvalBatch, n - begin);
       // Views over the dataset's own memory: no copy.
       torch::Tensor x =
-          torch::from_blob(const_cast<float*>(m.test.images.data()) + begin * int64_t{kImageSize},
+          torch::from_blob(const_cast<float*>(test_.images.data()) + begin * int64_t{kImageSize},
                            {b, static_cast<int64_t>(kImageSize)}, torch::kFloat);
-      torch::Tensor y = torch::from_blob(m.labels.data() + begin, {b}, torch::kLong);
-      torch::Tensor logits = m.net->forward(x);
+      torch::Tensor y = torch::from_blob(labels_.data() + begin, {b}, torch::kLong);
+      torch::Tensor logits = net_->forward(x);
       loss_sum += F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().reduction(torch::kSum))
                       .item<double>();
       correct += logits.argmax(1).eq(y).sum().item<int64_t>();
@@ -257,12 +257,12 @@ Result<EvalMetrics> ModelEvaluator::Evaluate(const ParameterVector& model) {
     out.loss = loss_sum / static_cast<double>(n);
     out.accuracy = static_cast<double>(correct) / static_cast<double>(n);
   } catch (const std::exception& e) {
-    return InternalError("evaluating model '" + m.name + "': " + e.what());
+    return InternalError("evaluating model '" + name_ + "': " + e.what());
   }
   return out;
 }
 
-void ConfigureTorchThreads(int intra_op_threads) {
+void ConfigureThreads(int intra_op_threads) {
   try {
     torch::set_num_threads(std::max(1, intra_op_threads));
   } catch (const std::exception&) {
@@ -270,4 +270,22 @@ void ConfigureTorchThreads(int intra_op_threads) {
   }
 }
 
+}  // namespace
 }  // namespace verdant
+
+extern "C" const verdant::TorchBackendV1* verdant_torch_backend_v1() {
+  static const verdant::TorchBackendV1 table = [] {
+    verdant::TorchBackendV1 t;
+    t.abi = verdant::kTorchBackendAbi;
+    t.compiler = __VERSION__;
+    t.dataset_size = sizeof(verdant::Dataset);
+    t.parameter_vector_size = sizeof(verdant::ParameterVector);
+    t.status_size = sizeof(verdant::Status);
+    t.create_trainer = &verdant::TorchTrainer::Create;
+    t.create_evaluator = &verdant::TorchModelEvaluator::Create;
+    t.initial_model = &verdant::InitialTorchModel;
+    t.configure_threads = &verdant::ConfigureThreads;
+    return t;
+  }();
+  return &table;
+}
