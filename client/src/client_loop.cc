@@ -191,7 +191,7 @@ Status ClientLoop::RunSession(ClientConnection& conn) {
 Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask& task) {
   // 1. Receive the model.
   const auto& info = task.payload();
-  PayloadAssembler assembler(info, /*max_payload_bytes=*/info.num_params() * 8 + (1u << 20));
+  PayloadAssembler assembler(info, /*max_payload_bytes=*/info.num_params() * 8 + (1u << 20), std::move(model_bytes_));
   if (!assembler.status().ok()) return assembler.status().WithContext("TrainTask");
   while (!assembler.complete()) {
     auto m = conn.Receive(std::chrono::seconds(60));
@@ -202,7 +202,8 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
     VERDANT_RETURN_IF_ERROR(assembler.Add(m->chunk()));
   }
   VERDANT_ASSIGN_OR_RETURN(UpdateCodec * down_codec, CodecFor(info.encoding()));
-  ByteBuffer model_bytes = assembler.Take();
+  model_bytes_ = assembler.Take();
+  const ByteBuffer& model_bytes = model_bytes_;
   if (info.base_version() != 0) {
     // A delta against the model we hold: held += Decode(bytes), exactly as
     // the coordinator updated its copy of what clients hold.
@@ -218,7 +219,6 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
     VERDANT_RETURN_IF_ERROR(down_codec->Decode(model_bytes, held_model_).WithContext("decoding the model"));
   }
   held_version_ = task.model_version();
-  ByteBuffer().swap(model_bytes);
   const std::vector<float>& global = held_model_;
 
   // 2. Train.
@@ -231,7 +231,7 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   spec.proximal_mu = task.proximal_mu();
   spec.max_examples = task.max_examples();
   spec.seed = task.seed();
-  std::vector<float> delta;
+  std::vector<float>& delta = delta_;
   auto outcome = trainer_.Train(spec, global, delta);
   if (!outcome.ok()) {
     // A local failure fails this round for us, not the session.
@@ -254,7 +254,8 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   // 3. Encode and upload.
   VERDANT_ASSIGN_OR_RETURN(UpdateCodec * codec, CodecFor(task.uplink_codec()));
   Rng rng(task.seed());
-  ByteBuffer encoded;
+  ByteBuffer& encoded = encoded_;
+  encoded.clear();
   if (task.uplink_codec().find("topk") != std::string::npos) {
     VERDANT_RETURN_IF_ERROR(EncodeWithErrorFeedback(*codec, info.layout_fingerprint(), delta, rng, encoded));
   } else {

@@ -117,6 +117,52 @@ TEST_CASE("payloads are chunked and reassembled and violations are data loss") {
   CHECK_FALSE(silly_a.status().ok());
 }
 
+TEST_CASE("chunk messages are byte for byte protobuf's serialisation") {
+  // MakeChunkMessages writes the wire format by hand; protobuf must agree,
+  // including zero stream ids, seq 0 (omitted in proto3), multi-byte varints
+  // and a short last chunk.
+  Rng rng(11);
+  std::vector<uint8_t> payload(70000);
+  for (auto& b : payload) b = static_cast<uint8_t>(rng.Next());
+  for (uint64_t stream : {uint64_t{0}, uint64_t{1}, uint64_t{300}, ~uint64_t{0}}) {
+    for (uint32_t chunk_bytes : {1u, 127u, 128u, 16384u, 65536u}) {
+      const auto span = std::span<const uint8_t>(payload).first(chunk_bytes == 1 ? 300 : payload.size());
+      auto chunks = MakeChunkMessages(stream, span, chunk_bytes);
+      REQUIRE(chunks.size() == NumChunks(span.size(), chunk_bytes));
+      for (uint32_t i = 0; i < chunks.size(); ++i) {
+        wire::Envelope env;
+        auto* c = env.mutable_chunk();
+        c->set_stream_id(stream);
+        c->set_seq(i);
+        const size_t off = size_t{i} * chunk_bytes;
+        c->set_data(span.data() + off, std::min<size_t>(chunk_bytes, span.size() - off));
+        std::string want;
+        REQUIRE(env.SerializeToString(&want));
+        REQUIRE(chunks[i]->size() == want.size());
+        CHECK(std::equal(chunks[i]->begin(), chunks[i]->end(), reinterpret_cast<const uint8_t*>(want.data())));
+      }
+    }
+  }
+}
+
+TEST_CASE("an assembler reuses the storage it is given") {
+  std::vector<uint8_t> payload(5000, 7);
+  auto chunks = MakeChunkMessages(5, payload, 1000);
+  wire::PayloadInfo info;
+  info.set_stream_id(5);
+  info.set_payload_bytes(payload.size());
+  info.set_num_chunks(static_cast<uint32_t>(chunks.size()));
+  ByteBuffer storage(1 << 16, 0xee);  // stale bytes from an earlier payload
+  const uint8_t* memory = storage.data();
+  PayloadAssembler a(info, 1 << 20, std::move(storage));
+  REQUIRE(a.status().ok());
+  for (auto& c : chunks) REQUIRE(a.Add(ParseEnvelope(*c)->chunk()).ok());
+  REQUIRE(a.complete());
+  ByteBuffer out = a.Take();
+  CHECK(out == payload);
+  CHECK(out.data() == memory);  // the same allocation, no new one
+}
+
 TEST_CASE("ParseHostPort") {
   auto hp = ParseHostPort("127.0.0.1:7070");
   REQUIRE(hp.ok());

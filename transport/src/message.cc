@@ -45,28 +45,70 @@ uint32_t NumChunks(uint64_t payload_bytes, uint32_t chunk_bytes) {
   return static_cast<uint32_t>((payload_bytes + chunk_bytes - 1) / chunk_bytes);
 }
 
+namespace {
+
+size_t VarintBytes(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) v >>= 7, ++n;
+  return n;
+}
+
+void PutVarint(ByteBuffer& b, uint64_t v) {
+  while (v >= 0x80) {
+    b.push_back(static_cast<uint8_t>(v) | 0x80);
+    v >>= 7;
+  }
+  b.push_back(static_cast<uint8_t>(v));
+}
+
+// Protobuf wire tags: (field number << 3) | wire type.
+constexpr uint8_t kEnvelopeChunkTag = (8 << 3) | 2;  // Envelope.chunk, length-delimited
+constexpr uint8_t kStreamIdTag = (1 << 3) | 0;       // Chunk.stream_id, varint
+constexpr uint8_t kSeqTag = (2 << 3) | 0;            // Chunk.seq, varint
+constexpr uint8_t kDataTag = (3 << 3) | 2;           // Chunk.data, length-delimited
+
+}  // namespace
+
+// Each Chunk envelope is written in protobuf's wire format by hand, byte for
+// byte what Envelope::SerializeToArray produces (proto3: zero fields
+// omitted; a test compares the two), so the payload is copied once into
+// memory that is not zero-filled first, instead of into the message's
+// string and then again into a zero-filled buffer.
 std::vector<SharedBytes> MakeChunkMessages(uint64_t stream_id, std::span<const uint8_t> payload,
                                            uint32_t chunk_bytes) {
   std::vector<SharedBytes> out;
   const uint32_t n = NumChunks(payload.size(), chunk_bytes);
   out.reserve(n);
-  wire::Envelope env;
   for (uint32_t i = 0; i < n; ++i) {
-    size_t off = static_cast<size_t>(i) * chunk_bytes;
-    size_t len = std::min<size_t>(chunk_bytes, payload.size() - off);
-    auto* c = env.mutable_chunk();
-    c->set_stream_id(stream_id);
-    c->set_seq(i);
-    c->set_data(payload.data() + off, len);
-    auto bytes = std::make_shared<ByteBuffer>(env.ByteSizeLong());
-    env.SerializeToArray(bytes->data(), static_cast<int>(bytes->size()));
+    const size_t off = static_cast<size_t>(i) * chunk_bytes;
+    const size_t len = std::min<size_t>(chunk_bytes, payload.size() - off);
+    const size_t chunk_len = (stream_id != 0 ? 1 + VarintBytes(stream_id) : 0) +
+                             (i != 0 ? 1 + VarintBytes(i) : 0) + (len != 0 ? 1 + VarintBytes(len) + len : 0);
+    auto bytes = std::make_shared<ByteBuffer>();
+    bytes->reserve(1 + VarintBytes(chunk_len) + chunk_len);
+    bytes->push_back(kEnvelopeChunkTag);
+    PutVarint(*bytes, chunk_len);
+    if (stream_id != 0) {
+      bytes->push_back(kStreamIdTag);
+      PutVarint(*bytes, stream_id);
+    }
+    if (i != 0) {
+      bytes->push_back(kSeqTag);
+      PutVarint(*bytes, i);
+    }
+    if (len != 0) {
+      bytes->push_back(kDataTag);
+      PutVarint(*bytes, len);
+      bytes->insert(bytes->end(), payload.data() + off, payload.data() + off + len);
+    }
     out.push_back(std::move(bytes));
   }
   return out;
 }
 
-PayloadAssembler::PayloadAssembler(const wire::PayloadInfo& info, uint64_t max_payload_bytes)
-    : info_(info) {
+PayloadAssembler::PayloadAssembler(const wire::PayloadInfo& info, uint64_t max_payload_bytes, ByteBuffer storage)
+    : info_(info), data_(std::move(storage)) {
+  data_.clear();
   if (info.payload_bytes() > max_payload_bytes) {
     status_ = InvalidArgumentError("payload of " + std::to_string(info.payload_bytes()) +
                                    " bytes exceeds the " + std::to_string(max_payload_bytes) +
@@ -76,6 +118,10 @@ PayloadAssembler::PayloadAssembler(const wire::PayloadInfo& info, uint64_t max_p
   } else if (info.num_chunks() > info.payload_bytes()) {
     status_ = InvalidArgumentError("payload declares more chunks than bytes");
   }
+  // Memory for what is declared, up to 64 MiB before any chunk arrived (a
+  // peer's declaration alone does not get more); reused storage that is
+  // already large enough costs nothing here.
+  if (status_.ok()) data_.reserve(std::min<uint64_t>(info_.payload_bytes(), std::max<uint64_t>(data_.capacity(), 64ull << 20)));
 }
 
 Status PayloadAssembler::Add(const wire::Chunk& chunk) {
@@ -94,7 +140,10 @@ Status PayloadAssembler::Add(const wire::Chunk& chunk) {
     status_ = DataLossError("empty chunk");
   }
   if (!status_.ok()) return status_;
-  if (data_.empty()) data_.reserve(std::min<uint64_t>(info_.payload_bytes(), 64ull << 20));
+  if (data_.capacity() < info_.payload_bytes() && data_.size() + chunk.data().size() > data_.capacity()) {
+    // Past the first 64 MiB: grow to the declared size once, not by doubling.
+    data_.reserve(info_.payload_bytes());
+  }
   data_.insert(data_.end(), chunk.data().begin(), chunk.data().end());
   ++received_chunks_;
   if (received_chunks_ == info_.num_chunks() && data_.size() != info_.payload_bytes()) {

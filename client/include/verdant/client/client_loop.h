@@ -117,6 +117,11 @@ class ClientLoop {
   Rng rng_;
   // The global model as last received (a downlink delta applies to it).
   std::vector<float> held_model_;
+  // Model-sized working buffers kept across tasks: a fresh 40 MB buffer per
+  // round costs a page fault per 4 KiB (docs/performance.md).
+  ByteBuffer model_bytes_;
+  std::vector<float> delta_;
+  ByteBuffer encoded_;
   uint64_t held_version_ = 0;  // 0 = none
   std::vector<float> scratch_;
   // Residual of biased (top-k) uplink codecs; kept across rounds,

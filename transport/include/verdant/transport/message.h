@@ -49,8 +49,11 @@ uint32_t NumChunks(uint64_t payload_bytes, uint32_t chunk_bytes = kDefaultChunkB
 class PayloadAssembler {
  public:
   // kInvalidArgument (via status()) when `info` declares more than
-  // `max_payload_bytes` or an inconsistent chunk count.
-  PayloadAssembler(const wire::PayloadInfo& info, uint64_t max_payload_bytes);
+  // `max_payload_bytes` or an inconsistent chunk count. `storage`, e.g. the
+  // buffer a previous Take() returned, is cleared and its memory reused, so
+  // a receiver that assembles one payload per round does not map, fault in
+  // and free a model-sized buffer every round.
+  PayloadAssembler(const wire::PayloadInfo& info, uint64_t max_payload_bytes, ByteBuffer storage = {});
   const Status& status() const { return status_; }
   const wire::PayloadInfo& info() const { return info_; }
   // kDataLoss for a chunk out of order, of another stream, or overflowing
