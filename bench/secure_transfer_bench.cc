@@ -8,8 +8,8 @@
 //                                 T = the coordinator's io threads (default 2)
 //   BM_Download/secure:S/sink:K   coordinator -> client (the model)
 //     secure:1 Noise XX + ChaCha20-Poly1305 records, secure:0 plaintext (--insecure);
-//     sink:0 the receiver reassembles with a fresh PayloadAssembler as the
-//     coordinator does; sink:1 it copies chunks into one reused model buffer
+//     sink:0 the receiver reassembles with a PayloadAssembler reusing the
+//     previous transfer's buffer, as ClientLoop does; sink:1 it copies chunks into one reused model buffer
 //     (the channel without reassembly allocation); sink:2 into a fresh buffer
 //     of the declared size (see ModelSink).
 //   BM_LoopbackHandshake/...      ClientConnection::Connect: TCP connect + handshake + session start
@@ -144,8 +144,9 @@ Handshakers MakeHandshakers(bool secure) {
 }
 
 // Where received chunks go.
-//  kAssembler: a fresh PayloadAssembler per transfer, as Coordinator::HandleChunk
-//    and ClientLoop do (its 100 MB buffer is new memory every time: page faults).
+//  kAssembler: a PayloadAssembler per transfer, given the previous transfer's
+//    buffer to reuse, as ClientLoop does for the model (and the coordinator,
+//    with its pool of upload buffers): reassembly as the real receivers do it.
 //  kReuse: each chunk's bytes copied into one model-sized buffer reused across
 //    transfers (order and stream checked): the channel's cost without the
 //    reassembly allocation, as a streaming consumer would see it.
@@ -162,7 +163,7 @@ class ModelSink {
     next_seq_ = 0;
     filled_ = 0;
     if (mode_ == SinkMode::kAssembler) {
-      assembler_ = std::make_unique<PayloadAssembler>(info, uint64_t{1} << 32);
+      assembler_ = std::make_unique<PayloadAssembler>(info, uint64_t{1} << 32, std::move(buffer_));
     } else if (mode_ == SinkMode::kExact) {
       buffer_ = std::vector<uint8_t>();
       buffer_.reserve(info.payload_bytes());  // fresh pages, touched by the copies
@@ -173,7 +174,10 @@ class ModelSink {
   Status Add(const wire::Chunk& c) {
     if (mode_ == SinkMode::kAssembler) {
       VERDANT_RETURN_IF_ERROR(assembler_->Add(c));
-      if (assembler_->complete()) filled_ = assembler_->Take().size();
+      if (assembler_->complete()) {
+        buffer_ = assembler_->Take();
+        filled_ = buffer_.size();
+      }
       return OkStatus();
     }
     if (c.stream_id() != info_.stream_id() || c.seq() != next_seq_ ||
