@@ -722,7 +722,107 @@ class ClientConnectionImpl final : public ClientConnection, public SessionOwner 
   Status close_reason_;
 };
 
+// ---------------------------------------------------------------------------
+
+class ClientPoolImpl final : public ClientPool, public SessionOwner {
+ public:
+  ClientPoolImpl(const Options& options, SessionHandler& handler) : options_(options), handler_(handler) {
+    const int n = std::max(1, options_.threads);
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { io_.run(); });
+  }
+  ~ClientPoolImpl() override { Stop(); }
+
+  Status Connect(const std::string& host, uint16_t port, std::unique_ptr<Handshaker> handshaker,
+                 Duration timeout) override {
+    if (stopping_) return UnavailableError("client pool stopped");
+    std::error_code ec;
+    auto addr = asio::ip::make_address(host, ec);
+    if (ec) return InvalidArgumentError("bad address '" + host + "': " + ec.message());
+    tcp::socket socket(io_);
+    std::promise<std::error_code> done;
+    auto fut = done.get_future();
+    socket.async_connect(tcp::endpoint(addr, port), [&done](const std::error_code& e) { done.set_value(e); });
+    if (fut.wait_for(timeout) != std::future_status::ready) {
+      asio::post(io_, [&socket] {
+        std::error_code ignored;
+        socket.close(ignored);
+      });
+      fut.wait();
+      return UnavailableError("connecting to " + host + ":" + std::to_string(port) + " timed out");
+    }
+    ec = fut.get();
+    if (ec) return UnavailableError("cannot connect to " + host + ":" + std::to_string(port) + ": " + ec.message());
+    std::shared_ptr<SessionImpl> s;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      s = std::make_shared<SessionImpl>(++next_id_, std::move(socket), options_.session, std::move(handshaker), this);
+      sessions_[s->id()] = s;
+    }
+    s->Start();
+    return OkStatus();
+  }
+
+  void Stop() override {
+    bool expected = false;
+    if (!stopping_.compare_exchange_strong(expected, true)) return;
+    std::vector<std::shared_ptr<SessionImpl>> all;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (auto& [id, s] : sessions_) all.push_back(s);
+    }
+    for (auto& s : all) s->Abort(CancelledError("client pool stopped"));
+    for (int i = 0; i < 500; ++i) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (sessions_.empty()) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    work_.reset();
+    io_.stop();
+    for (auto& t : threads_) {
+      if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+    }
+  }
+
+  size_t session_count() const override {
+    std::lock_guard<std::mutex> l(mu_);
+    return sessions_.size();
+  }
+
+  void Opened(const std::shared_ptr<SessionImpl>& s) override { handler_.OnSessionOpen(s); }
+  void Message(const std::shared_ptr<SessionImpl>& s, wire::Envelope&& m) override {
+    handler_.OnMessage(s, std::move(m));
+  }
+  void Closed(const std::shared_ptr<SessionImpl>& s, const Status& reason, bool was_open) override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      sessions_.erase(s->id());
+    }
+    if (was_open) {
+      handler_.OnSessionClosed(s, reason);
+    } else {
+      spdlog::warn("client session {} failed before its handshake completed: {}", s->id(), reason.ToString());
+    }
+  }
+
+ private:
+  Options options_;
+  SessionHandler& handler_;
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_{io_.get_executor()};
+  std::vector<std::thread> threads_;
+  mutable std::mutex mu_;
+  std::unordered_map<SessionId, std::shared_ptr<SessionImpl>> sessions_;
+  SessionId next_id_ = 0;
+  std::atomic<bool> stopping_{false};
+};
+
 }  // namespace
+
+std::unique_ptr<ClientPool> ClientPool::Create(const Options& options, SessionHandler& handler) {
+  return std::make_unique<ClientPoolImpl>(options, handler);
+}
 
 Result<std::unique_ptr<TcpServer>> TcpServer::Start(const Options& options, SessionHandler& handler) {
   auto s = std::make_unique<TcpServerImpl>(options, handler);
