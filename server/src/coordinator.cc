@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <bit>
@@ -1130,6 +1133,12 @@ Result<RunSummary> Coordinator::Run() {
     if (rec->accuracy) summary.final_accuracy = *rec->accuracy;
     if (rec->loss) summary.final_loss = *rec->loss;
     if (round_cb_) round_cb_(*rec);
+#if defined(__GLIBC__)
+    // Hand the round's freed transfer buffers back to the OS: glibc keeps
+    // freed 1 MiB blocks in its heap otherwise, and RSS would stay at the
+    // round's peak between rounds (docs/performance.md, issue 8).
+    malloc_trim(0);
+#endif
   }
   summary.bytes_up = bytes_up;
   summary.bytes_down = bytes_down;

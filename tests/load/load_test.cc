@@ -72,6 +72,8 @@ struct Args {
   double p99_target_ms = 100;
   bool enforce_latency = false;
   bool insecure = false;
+  bool trace = false;
+  uint32_t chunk_kb = 0;  // 0 = the coordinator's default chunk size  // print RSS and transfer progress every second of the round
   // clients role
   uint16_t port = 0;
   std::string server_key;
@@ -100,6 +102,8 @@ bool ParseArgs(int argc, char** argv, Args& a) {
     else if (k == "--p99-target-ms") a.p99_target_ms = std::stod(next());
     else if (k == "--enforce-latency") a.enforce_latency = true;
     else if (k == "--insecure") a.insecure = true;
+    else if (k == "--trace") a.trace = true;
+    else if (k == "--chunk-kb") a.chunk_kb = static_cast<uint32_t>(std::stoul(next()));
     else if (k == "--port") a.port = static_cast<uint16_t>(std::stoul(next()));
     else if (k == "--server-key") a.server_key = next();
     else if (k == "--max-s") a.max_s = std::stod(next());
@@ -220,6 +224,7 @@ int RunCoordinator(const Args& a) {
   o.heartbeat_interval_ms = a.heartbeat_ms;
   o.evaluate_every_round = false;
   o.run_id = "load";
+  if (a.chunk_kb > 0) o.chunk_bytes = a.chunk_kb * 1024;
   auto strategy = CreateStrategy("fedavg", {});
   auto selector = CreateSelector("random", {});
   if (!strategy.ok() || !selector.ok()) return 1;
@@ -252,7 +257,7 @@ int RunCoordinator(const Args& a) {
   std::vector<std::string> args = {"verdant_load_test", "--role", "clients", "--port", std::to_string((*server)->port()),
                                    "--clients", std::to_string(a.clients), "--params", std::to_string(a.params),
                                    "--codec", a.codec, "--heartbeat-ms", std::to_string(a.heartbeat_ms),
-                                   "--server-key", server_pub,
+                                   "--server-key", server_pub, "--chunk-kb", std::to_string(a.chunk_kb),
                                    "--max-s", std::to_string(a.connect_timeout_s + a.measure_s + 400)};
   if (a.insecure) args.push_back("--insecure");
   std::vector<char*> argv;
@@ -329,14 +334,23 @@ int RunCoordinator(const Args& a) {
     const double hwm_before = ProcStatusMb("VmHWM");
     std::atomic<bool> running{true};
     std::atomic<double> rss_round_max{0};
+    int ticks = 0;
+    const auto t0 = std::chrono::steady_clock::now();
     std::thread sampler([&] {
       while (running) {
         const double r = ProcStatusMb("VmRSS");
         if (r > rss_round_max) rss_round_max = r;
+        if (a.trace && ++ticks % 10 == 0) {
+          const auto s = coord.Snapshot(0);
+          std::printf("LOAD trace t=%.1f rss_mb=%.0f state=%s training=%zu down_mb=%.0f up_mb=%.0f\n",
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), r,
+                      s.state.c_str(), s.clients_training, static_cast<double>(s.bytes_down_total) / (1 << 20),
+                      static_cast<double>(s.bytes_up_total) / (1 << 20));
+          std::fflush(stdout);
+        }
         std::this_thread::sleep_for(100ms);
       }
     });
-    const auto t0 = std::chrono::steady_clock::now();
     auto summary = coord.Run();
     const double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     running = false;
@@ -511,7 +525,9 @@ int RunClients(const Args& a) {
   for (auto& v : delta) v = static_cast<float>(rng.Uniform() - 0.5) * 1e-3f;
   std::vector<uint8_t> encoded;
   if (!(*codec)->Encode(delta, rng, encoded).ok()) return 1;
-  LoadClients clients(a, MakeChunkMessages(1, encoded), encoded.size());
+  // Uploads are chunked as the coordinator's Welcome asks (CoordinatorOptions::chunk_bytes).
+  LoadClients clients(a, MakeChunkMessages(1, encoded, a.chunk_kb > 0 ? a.chunk_kb * 1024 : CoordinatorOptions{}.chunk_bytes),
+                      encoded.size());
 
   HandshakerFactory plain = PlaintextHandshakerFactory();
   std::optional<PublicKey> server_key;

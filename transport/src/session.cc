@@ -51,6 +51,14 @@ constexpr int kFramesPerTurn = 16;
 // The most a session waits to accumulate before its reader is woken in the
 // middle of a large frame (SO_RCVLOWAT; well under any receive buffer).
 constexpr size_t kMaxLowWater = 256 * 1024;
+// Sealing the next frame while one is written doubles a session's write
+// memory. For a model broadcast to 1,000 clients that is 1,000 x 2 sealed
+// 1 MiB chunks: 2 GiB (measured by the load test, docs/performance.md). So
+// frames larger than kKeepBufferBytes are sealed ahead by at most this many
+// sessions of the process at a time; the others seal each frame when the
+// previous one is written. Never a stall: sealing ahead is an optimisation.
+constexpr int kMaxLargeSealAhead = 16;
+std::atomic<int> g_large_seal_ahead{0};
 
 // A frame buffer that is not zero-filled when it grows (a socket read, or
 // sealing, overwrites every byte before use) and keeps its storage between
@@ -103,6 +111,10 @@ class SessionImpl final : public Session {
     auto ep = socket_.remote_endpoint(ec);
     remote_ = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
     socket_.set_option(tcp::no_delay(true), ec);
+  }
+
+  ~SessionImpl() override {
+    if (ahead_large_) g_large_seal_ahead.fetch_sub(1);
   }
 
   SessionId id() const override { return id_; }
@@ -376,6 +388,10 @@ class SessionImpl final : public Session {
       if (ahead_ready_) {
         std::swap(wbuf_, ahead_);
         ahead_ready_ = false;
+        if (ahead_large_) {
+          g_large_seal_ahead.fetch_sub(1);
+          ahead_large_ = false;
+        }
       } else if (!FrameNext(wbuf_)) {
         if (!closed_ && closing_ && out_.empty()) Finish(close_reason_);
         return;
@@ -396,7 +412,20 @@ class SessionImpl final : public Session {
                           if (!self->writing_) self->ReleaseIdleWriteBuffers();
                         }));
     }
-    if (!ahead_ready_ && FrameNext(ahead_)) ahead_ready_ = true;
+    if (ahead_ready_ || out_.empty() || closed_) return;
+    const bool large = out_.front().bytes->size() > kKeepBufferBytes;
+    if (large && g_large_seal_ahead.fetch_add(1) >= kMaxLargeSealAhead) {
+      g_large_seal_ahead.fetch_sub(1);
+      // Not sealing ahead: don't keep a large spare buffer either.
+      if (ahead_.capacity() > kKeepBufferBytes) ahead_.Release();
+      return;
+    }
+    if (FrameNext(ahead_)) {
+      ahead_ready_ = true;
+      ahead_large_ = large;
+    } else if (large) {
+      g_large_seal_ahead.fetch_sub(1);
+    }
   }
 
   // Idle: don't pin model-sized write buffers.
@@ -438,6 +467,10 @@ class SessionImpl final : public Session {
     queued_ -= out_.size() + (ahead_ready_ ? 1 : 0);
     out_.clear();
     ahead_ready_ = false;
+    if (ahead_large_) {
+      g_large_seal_ahead.fetch_sub(1);
+      ahead_large_ = false;
+    }
     owner_->Closed(Self(), reason, open_);
   }
 
@@ -460,6 +493,7 @@ class SessionImpl final : public Session {
   std::deque<Out> out_;
   bool writing_ = false;
   bool ahead_ready_ = false;
+  bool ahead_large_ = false;  // ahead_ holds a large frame counted in g_large_seal_ahead
   bool closing_ = false;
   bool half_closed_ = false;
   bool open_ = false;
