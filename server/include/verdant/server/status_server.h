@@ -3,7 +3,7 @@
 // StatusServer: the coordinator's HTTP endpoint (cpp-httplib) for people and
 // monitoring. GET /metrics is the Prometheus text exposition format (0.0.4),
 // GET /status a JSON document, GET / a small self-contained HTML page that
-// refreshes itself; anything else is 404, any method but GET/HEAD 405. Every
+// refreshes itself; any other path is 404; only GET/HEAD are served. Every
 // request takes one Coordinator::Snapshot() (locks held only while copying)
 // and renders it; nothing in a handler blocks the round. Off unless started;
 // binds 127.0.0.1 unless told otherwise (it has no authentication).
