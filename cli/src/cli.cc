@@ -155,6 +155,7 @@ struct ClientArgs {
   int max_reconnects = 5;
   std::string log_level = "info";
   std::string log_file;
+  std::string log_format = "text";
   cli::ClientSecurity security;
   std::string state_dir;
   std::string attack;  // fault injection: "scale:F" or "nan"
@@ -186,7 +187,7 @@ Status CheckNoTrain(const std::string& model, bool no_train, bool model_required
 }
 
 Status RunClient(const ClientArgs& a) {
-  VERDANT_RETURN_IF_ERROR(cli::ConfigureLogging(a.log_level, a.log_file));
+  VERDANT_RETURN_IF_ERROR(cli::ConfigureLogging(a.log_level, a.log_file, a.log_format));
   VERDANT_ASSIGN_OR_RETURN(auto hp, ParseHostPort(a.server));
   VERDANT_ASSIGN_OR_RETURN(auto shard, ParseShard(a.shard));
   VERDANT_RETURN_IF_ERROR(CheckNoTrain(a.model, a.no_train, /*model_required=*/false));
@@ -306,9 +307,9 @@ Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
   for (const auto& [k, v] : cfg) {
     std::string key(k.str());
     if (key != "server" && key != "run" && key != "strategy" && key != "selector" && key != "security" &&
-        key != "carbon") {
+        key != "carbon" && key != "metrics") {
       return InvalidArgumentError(path + ": unknown section [" + key +
-                                  "] (known: server, run, strategy, selector, security, carbon)");
+                                  "] (known: server, run, strategy, selector, security, carbon, metrics)");
     }
   }
   cli::ServeSetup s;
@@ -392,6 +393,17 @@ Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
       c.profiles_file = (base / c.profiles_file).string();
     }
   }
+  if (const toml::table* mt = cfg["metrics"].as_table()) {
+    // The status endpoint: on when [metrics] has a port.
+    VERDANT_RETURN_IF_ERROR(CheckKeys(mt, {"port", "address"}, "metrics"));
+    VERDANT_ASSIGN_OR_RETURN(int64_t port, TomlGet<int64_t>(*mt, "port", -1, "metrics"));
+    VERDANT_ASSIGN_OR_RETURN(s.metrics.address, TomlGet<std::string>(*mt, "address", "127.0.0.1", "metrics"));
+    if (port > 65535 || port < -1) return InvalidArgumentError("metrics.port must be 0..65535");
+    if (port >= 0) {
+      s.metrics.enabled = true;
+      s.metrics.port = static_cast<uint16_t>(port);
+    }
+  }
   if (const toml::table* st = cfg["strategy"].as_table()) {
     VERDANT_ASSIGN_OR_RETURN(s.strategy, TomlGet<std::string>(*st, "name", "fedavg", "strategy"));
     s.strategy_options = TableOptions(st);
@@ -425,6 +437,7 @@ struct DemoArgs {
   double round_timeout = 300;
   std::string data_dir = DefaultFashionMnistDir();
   std::string log_level = "warn";
+  std::string log_format = "text";
   bool insecure = false;
   std::vector<std::string> plugins;
   std::string selector = "random";
@@ -436,6 +449,8 @@ struct DemoArgs {
   std::string profile = "phone-midrange";
   cli::CarbonSetup carbon{.start = "2022-06-01T00:00:00Z"};
   bool no_train = false;           // synthetic:N with SyntheticTrainer clients (benchmarks)
+  int metrics_port = -1;           // -1 = no status endpoint; 0 = any free port
+  std::string metrics_address = "127.0.0.1";
 };
 
 class ChildProcesses {
@@ -495,7 +510,7 @@ class ChildProcesses {
 };
 
 Status RunDemo(const DemoArgs& a) {
-  VERDANT_RETURN_IF_ERROR(cli::ConfigureLogging(a.log_level, ""));
+  VERDANT_RETURN_IF_ERROR(cli::ConfigureLogging(a.log_level, "", a.log_format));
   if (a.clients < 1 || a.clients > 1000) return InvalidArgumentError("--clients must be 1..1000");
   if (a.clients_per_round > a.clients) return InvalidArgumentError("--clients-per-round cannot exceed --clients");
   if (a.adversarial > a.clients) return InvalidArgumentError("--adversarial cannot exceed --clients");
@@ -546,6 +561,11 @@ Status RunDemo(const DemoArgs& a) {
   s.init_seed = a.seed;
   s.security.insecure = a.insecure;
   s.carbon = a.carbon;
+  if (a.metrics_port >= 0) {
+    s.metrics.enabled = true;
+    s.metrics.port = static_cast<uint16_t>(a.metrics_port);
+    s.metrics.address = a.metrics_address;
+  }
   std::vector<std::string> zones;
   {
     std::stringstream zs(a.zones);
@@ -583,6 +603,7 @@ Status RunDemo(const DemoArgs& a) {
                                        "--max-examples", std::to_string(a.max_examples),
                                        "--max-reconnects", "2",
                                        "--log-file", (out / "logs" / ("client-" + std::to_string(i) + ".log")).string(),
+                                       "--log-format", a.log_format,
                                        "--state-dir", (out / "state" / ("client-" + std::to_string(i))).string()};
       if (i < a.adversarial) args.insert(args.end(), {"--attack", a.attack});
       if (a.no_train) args.insert(args.end(), {"--model", a.model, "--no-train"});
@@ -642,7 +663,17 @@ int RunCli(int argc, char** argv) {
   server->add_option("--config", config, "TOML file (see examples/server.toml)")->required()->check(CLI::ExistingFile);
   server->add_option("--listen", server_listen, "HOST:PORT to listen on (overrides server.listen)");
   server->add_option("--out", server_out, "output folder (overrides run.out)");
-  server->add_option("--log-level", server_log, "trace, debug, info, warn, error");
+  server->add_option("--log-level", server_log, "trace, debug, info, warn, error, critical, off");
+  std::string server_log_format = "text";
+  server->add_option("--log-format", server_log_format, "text, or json (one object per line)");
+  int server_metrics_port = -1;
+  std::string server_metrics_address;
+  server->add_option("--metrics-port", server_metrics_port,
+                     "serve /metrics, /status and a status page on this port (0 = any free port; overrides "
+                     "metrics.port)")
+      ->check(CLI::Range(0, 65535));
+  server->add_option("--metrics-address", server_metrics_address,
+                     "address for the status endpoint (default 127.0.0.1; 0.0.0.0 exposes it to the network)");
   std::string server_key, server_allow;
   bool server_insecure = false;
   server->add_option("--key", server_key, "folder with the coordinator's key pair (overrides security.key_dir)");
@@ -670,8 +701,10 @@ int RunCli(int argc, char** argv) {
   client->add_option("--seed", ca.seed, "partition seed (same on every client)")->capture_default_str();
   client->add_option("--max-examples", ca.max_examples, "cap the local shard (0 = all)");
   client->add_option("--max-reconnects", ca.max_reconnects, "-1 = forever")->capture_default_str();
-  client->add_option("--log-level", ca.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  client->add_option("--log-level", ca.log_level, "trace, debug, info, warn, error, critical, off")
+      ->capture_default_str();
   client->add_option("--log-file", ca.log_file, "log to this file instead of stderr");
+  client->add_option("--log-format", ca.log_format, "text, or json (one object per line)")->capture_default_str();
   client->add_option("--key", ca.security.key_dir, "folder with this client's key pair (created on first use)");
   client->add_option("--server-key", ca.security.server_key, "the coordinator's public key: vpk1... or its verdant.pub");
   client->add_option("--state-dir", ca.state_dir, "folder for state that survives restarts (error-feedback residual)");
@@ -715,7 +748,14 @@ int RunCli(int argc, char** argv) {
   demo->add_option("--eval-examples", da.eval_examples, "test examples to evaluate on (0 = all 10k)");
   demo->add_option("--round-timeout", da.round_timeout, "seconds per round before stragglers fail")->capture_default_str();
   demo->add_option("--data-dir", da.data_dir, "Fashion-MNIST IDX folder")->capture_default_str();
-  demo->add_option("--log-level", da.log_level, "coordinator log level")->capture_default_str();
+  demo->add_option("--log-level", da.log_level, "coordinator log level (trace..off)")->capture_default_str();
+  demo->add_option("--log-format", da.log_format, "text, or json (one object per line; clients too)")
+      ->capture_default_str();
+  demo->add_option("--metrics-port", da.metrics_port,
+                   "serve /metrics, /status and a status page during the demo (0 = any free port)")
+      ->check(CLI::Range(0, 65535));
+  demo->add_option("--metrics-address", da.metrics_address, "address for the status endpoint")
+      ->capture_default_str();
   demo->add_flag("--insecure", da.insecure, "plaintext between coordinator and clients (debugging only)");
   demo->add_option("--plugin", da.plugins, "load a strategy/selector plug-in (.so); repeatable")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
@@ -750,7 +790,7 @@ int RunCli(int argc, char** argv) {
     return ExitFor(RunDemo(da));
   }
   if (*server) {
-    Status st = cli::ConfigureLogging(server_log, "");
+    Status st = cli::ConfigureLogging(server_log, "", server_log_format);
     if (!st.ok()) return ExitFor(st);
     st = LoadPlugins(server_plugins);
     if (!st.ok()) return ExitFor(st);
@@ -766,6 +806,11 @@ int RunCli(int argc, char** argv) {
     if (!server_key.empty()) setup->security.key_dir = server_key;
     if (!server_allow.empty()) setup->security.allow_list = server_allow;
     if (server_insecure) setup->security.insecure = true;
+    if (server_metrics_port >= 0) {
+      setup->metrics.enabled = true;
+      setup->metrics.port = static_cast<uint16_t>(server_metrics_port);
+    }
+    if (!server_metrics_address.empty()) setup->metrics.address = server_metrics_address;
     auto summary = cli::Serve(std::move(*setup), nullptr);
     if (!summary.ok()) return ExitFor(summary.status());
     std::printf("done: final accuracy %.4f after %llu rounds; outputs in %s\n", summary->final_accuracy,

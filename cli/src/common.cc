@@ -13,6 +13,8 @@
 #include <thread>
 
 #include "verdant/client/model_zoo.h"
+#include "verdant/core/logging.h"
+#include "verdant/server/status_server.h"
 #include "verdant/client/trainer.h"
 
 namespace verdant::cli {
@@ -138,10 +140,13 @@ Result<HandshakerFactory> MakeClientHandshaker(const ClientSecurity& s) {
   return NoiseHandshakerFactory(NoiseHandshake::Role::kInitiator, std::move(o));
 }
 
-Status ConfigureLogging(const std::string& level, const std::string& file) {
+Status ConfigureLogging(const std::string& level, const std::string& file, const std::string& format) {
   auto lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off") {
-    return InvalidArgumentError("unknown log level '" + level + "' (trace, debug, info, warn, error, off)");
+    return InvalidArgumentError("unknown log level '" + level + "' (trace, debug, info, warn, error, critical, off)");
+  }
+  if (format != "text" && format != "json") {
+    return InvalidArgumentError("unknown log format '" + format + "' (text or json)");
   }
   std::vector<spdlog::sink_ptr> sinks;
   if (file.empty()) {
@@ -155,7 +160,11 @@ Status ConfigureLogging(const std::string& level, const std::string& file) {
   }
   auto logger = std::make_shared<spdlog::logger>("verdant", sinks.begin(), sinks.end());
   logger->set_level(lvl);
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  if (format == "json") {
+    logger->set_formatter(MakeJsonLogFormatter());
+  } else {
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  }
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
   return OkStatus();
@@ -313,6 +322,19 @@ Result<RunSummary> Serve(ServeSetup setup, const std::function<Status(uint16_t)>
   }
   VERDANT_ASSIGN_OR_RETURN(auto server, TcpServer::Start(setup.tcp, coord));
   spdlog::info("coordinator listening on {}:{}", setup.tcp.host, server->port());
+  std::unique_ptr<StatusServer> status_http;
+  if (setup.metrics.enabled) {
+    StatusServerOptions so;
+    so.address = setup.metrics.address;
+    so.port = setup.metrics.port;
+    VERDANT_ASSIGN_OR_RETURN(status_http,
+                             StatusServer::Start(so, [&coord](size_t n) { return coord.Snapshot(n); }));
+    if (setup.progress) {
+      std::printf("status endpoint: http://%s:%u/ (metrics: /metrics, JSON: /status)\n", so.address.c_str(),
+                  static_cast<unsigned>(status_http->port()));
+      std::fflush(stdout);
+    }
+  }
   SetStopCallback([&coord] { coord.Stop(); });
   Status st = on_listening ? on_listening(server->port()) : OkStatus();
   Result<RunSummary> summary = st.ok() ? coord.Run() : Result<RunSummary>(st);
@@ -323,6 +345,7 @@ Result<RunSummary> Serve(ServeSetup setup, const std::function<Status(uint16_t)>
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   server->Stop();
+  if (status_http) status_http->Stop();
   return summary;
 }
 

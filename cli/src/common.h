@@ -24,8 +24,10 @@ bool Interrupted();
 // Called on SIGHUP (the coordinator reloads its allow-list).
 void SetReloadCallback(std::function<void()> cb);
 
-// Logging to stderr (and optionally a file) at the given level name.
-Status ConfigureLogging(const std::string& level, const std::string& file);
+// Logging to stderr (and optionally a file) at the given level name (trace,
+// debug, info, warn, error, critical, off), as "text" lines or one "json"
+// object per line (verdant/core/logging.h). kInvalidArgument for unknown names.
+Status ConfigureLogging(const std::string& level, const std::string& file, const std::string& format = "text");
 
 // A LibTorch evaluator over the Fashion-MNIST test split.
 Result<std::unique_ptr<Evaluator>> MakeFashionMnistEvaluator(const std::string& model,
@@ -78,6 +80,13 @@ Result<std::string> FindCarbonDir();
 Result<std::unique_ptr<energy::CarbonIntensitySource>> MakeCarbon(const CarbonSetup& c,
                                                                   CoordinatorEnergyOptions& out);
 
+// The status/metrics endpoint (verdant/server/status_server.h); off unless enabled.
+struct MetricsSetup {
+  bool enabled = false;
+  std::string address = "127.0.0.1";  // a public interface only when asked for
+  uint16_t port = 0;                  // 0 = any free port (printed and logged)
+};
+
 struct ServeSetup {
   CoordinatorOptions coordinator;
   TcpServer::Options tcp;
@@ -91,6 +100,7 @@ struct ServeSetup {
   bool progress = true;
   ServerSecurity security;
   CarbonSetup carbon;
+  MetricsSetup metrics;
 };
 
 // Builds model, strategy, selector and evaluator (none for a synthetic:N

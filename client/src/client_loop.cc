@@ -148,7 +148,7 @@ Status ClientLoop::RunSession(ClientConnection& conn) {
   if (welcome->welcome().chunk_bytes() > 0) chunk_bytes_ = welcome->welcome().chunk_bytes();
   const auto hb_interval = std::chrono::milliseconds(
       std::max<uint32_t>(100, welcome->welcome().heartbeat_interval_ms() ? welcome->welcome().heartbeat_interval_ms() : 5000));
-  spdlog::info("joined run {} as {}", welcome->welcome().run_id(), welcome->welcome().client_id());
+  spdlog::info("joined: run_id={:?} client={}", welcome->welcome().run_id(), welcome->welcome().client_id());
 
   auto next_heartbeat = std::chrono::steady_clock::now() + hb_interval;
   uint64_t hb_seq = 0;
@@ -173,7 +173,7 @@ Status ClientLoop::RunSession(ClientConnection& conn) {
         next_heartbeat = std::min(next_heartbeat, std::chrono::steady_clock::now() + hb_interval);
         break;
       case wire::Envelope::kBye:
-        spdlog::info("coordinator said goodbye: {}", msg->bye().reason());
+        spdlog::info("coordinator bye: reason={:?}", msg->bye().reason());
         return OkStatus();
       case wire::Envelope::kError:
         return ErrorToStatus(msg->error());
@@ -235,7 +235,7 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   auto outcome = trainer_.Train(spec, global, delta);
   if (!outcome.ok()) {
     // A local failure fails this round for us, not the session.
-    spdlog::error("round {}: training failed: {}", task.round(), outcome.status().ToString());
+    spdlog::error("training failed: round={} reason={:?}", task.round(), outcome.status().ToString());
     // Tell the coordinator at once, so the round does not wait for its deadline.
     wire::Envelope env;
     auto* r = env.mutable_train_result();
@@ -247,7 +247,7 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch()).count();
   if (task.deadline_unix_ms() != 0 && static_cast<uint64_t>(now_ms) > task.deadline_unix_ms()) {
-    spdlog::warn("round {}: finished after the deadline; not uploading", task.round());
+    spdlog::warn("deadline missed: round={} (not uploading)", task.round());
     return OkStatus();
   }
 
@@ -279,7 +279,7 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   VERDANT_RETURN_IF_ERROR(conn.Send(env));
   for (auto& c : chunks) VERDANT_RETURN_IF_ERROR(conn.Send(std::move(c)));
   ++tasks_completed_;
-  spdlog::info("round {}: trained on {} examples in {:.2f} s (loss {:.4f}), sent {} bytes", task.round(),
+  spdlog::info("task done: round={} examples={} train_seconds={:.2f} loss={:.4f} payload_bytes={}", task.round(),
                outcome->num_examples, outcome->train_seconds, outcome->train_loss, encoded.size());
   return OkStatus();
 }

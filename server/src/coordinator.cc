@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <bit>
@@ -77,6 +80,8 @@ Coordinator::Coordinator(CoordinatorOptions options, ParameterVector initial_mod
     default_intensity_ = std::make_unique<energy::ConstantIntensitySource>();
     intensity_ = default_intensity_.get();
   }
+  status_.run_id = options_.run_id;
+  status_.rounds_planned = options_.rounds;
 }
 
 Coordinator::~Coordinator() = default;
@@ -220,6 +225,84 @@ void Coordinator::Stop() {
   cv_.notify_all();
 }
 
+void Coordinator::SetState(const char* state) {
+  std::lock_guard<std::mutex> l(status_mu_);
+  status_.state = state;
+}
+
+namespace {
+
+const char* PowerSourceName(wire::DeviceState::PowerSource p) {
+  switch (p) {
+    case wire::DeviceState::POWER_SOURCE_GRID: return "grid";
+    case wire::DeviceState::POWER_SOURCE_SOLAR: return "solar";
+    case wire::DeviceState::POWER_SOURCE_BATTERY: return "battery";
+    default: return "unknown";
+  }
+}
+
+const char* NetworkName(wire::DeviceState::NetworkType n) {
+  switch (n) {
+    case wire::DeviceState::NETWORK_UNMETERED: return "unmetered";
+    case wire::DeviceState::NETWORK_CELLULAR: return "cellular";
+    default: return "unknown";
+  }
+}
+
+}  // namespace
+
+CoordinatorStatus Coordinator::Snapshot(size_t max_clients) const {
+  CoordinatorStatus s;
+  {
+    std::lock_guard<std::mutex> l(status_mu_);
+    s = status_;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  s.uptime_seconds = std::chrono::duration<double>(now - started_).count();
+  s.heartbeats_total = heartbeats_total_.load();
+  s.clients_joined_total = joined_total_.load();
+  s.clients_left_total = left_total_.load();
+  std::lock_guard<std::mutex> l(mu_);
+  s.sessions_open = clients_.size();
+  s.bytes_up_total = TotalBytesUp();
+  s.bytes_down_total = TotalBytesDown();
+  std::vector<const ClientEntry*> listed;
+  for (const auto& [sid, e] : clients_) {
+    if (!e.welcomed) continue;
+    ++s.clients_connected;
+    if (e.task_id != 0) ++s.clients_training;
+    if (max_clients > 0) listed.push_back(&e);
+  }
+  s.clients_omitted = s.clients_connected - std::min(s.clients_connected, max_clients);
+  const size_t n = std::min(listed.size(), max_clients);
+  auto by_id = [](const ClientEntry* a, const ClientEntry* b) { return a->client_id < b->client_id; };
+  std::partial_sort(listed.begin(), listed.begin() + static_cast<std::ptrdiff_t>(n), listed.end(), by_id);
+  s.clients.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    const ClientEntry& e = *listed[i];
+    ClientStatusEntry c;
+    c.client_id = e.client_id;
+    c.address = e.session->remote_address();
+    c.device_profile = e.hello.device_profile();
+    c.battery_percent = e.state.battery_known() ? e.state.battery_percent() : -1.0;
+    c.charging = e.state.charging();
+    c.power_source = PowerSourceName(e.state.power_source());
+    c.network = NetworkName(e.state.network());
+    c.idle = e.state.idle();
+    c.zone = e.state.zone();
+    c.local_intensity_g_per_kwh = e.state.local_intensity_g_per_kwh();
+    c.num_examples = e.hello.num_examples();
+    c.rounds_selected = e.rounds_selected;
+    c.rounds_completed = e.rounds_completed;
+    c.rounds_failed = e.rounds_failed;
+    c.training = e.task_id != 0;
+    c.heartbeats = e.heartbeats;
+    c.seconds_since_message = std::chrono::duration<double>(now - e.last_message).count();
+    s.clients.push_back(std::move(c));
+  }
+  return s;
+}
+
 // ---- transport callbacks (session strands) ----------------------------------
 
 void Coordinator::OnSessionOpen(const SessionPtr& session) {
@@ -247,7 +330,9 @@ void Coordinator::OnSessionClosed(const SessionPtr& session, const Status& reaso
     clients_.erase(it);
   }
   if (!client_id.empty()) {
-    spdlog::info("client {} ({}) disconnected: {}", client_id, session->remote_address(), reason.ToString());
+    ++left_total_;
+    spdlog::info("client left: client={} addr={} reason={:?}", client_id, session->remote_address(),
+                 reason.ToString());
   }
   if (task_id != 0) {
     Event ev{Event::kGone};
@@ -267,6 +352,7 @@ void Coordinator::OnMessage(const SessionPtr& s, wire::Envelope&& m) {
     auto it = clients_.find(s->id());
     if (it == clients_.end()) return;
     e = &it->second;  // stable: only this session's strand erases it
+    e->last_message = std::chrono::steady_clock::now();
   }
   if (!e->welcomed && m.body_case() != wire::Envelope::kHello) {
     spdlog::warn("session {} ({}): {} before Hello; closing", s->id(), s->remote_address(), MessageTypeName(m));
@@ -287,8 +373,10 @@ void Coordinator::OnMessage(const SessionPtr& s, wire::Envelope&& m) {
         spdlog::warn("client {}: ignoring a device state with {}", e->client_id, why);
         return;
       }
+      ++heartbeats_total_;
       std::lock_guard<std::mutex> l(mu_);
       e->state = m.heartbeat().state();
+      ++e->heartbeats;
       return;
     }
     case wire::Envelope::kTrainResult:
@@ -300,7 +388,7 @@ void Coordinator::OnMessage(const SessionPtr& s, wire::Envelope&& m) {
     case wire::Envelope::kEvalResult:
       return;  // federated evaluation is not scheduled by this coordinator yet
     case wire::Envelope::kBye:
-      spdlog::info("client {} said goodbye: {}", e->client_id, m.bye().reason());
+      spdlog::info("client bye: client={} reason={:?}", e->client_id, m.bye().reason());
       s->Close(CancelledError("client said Bye: " + m.bye().reason()));
       return;
     case wire::Envelope::kError:
@@ -386,7 +474,9 @@ void Coordinator::HandleHello(const SessionPtr& s, ClientEntry& e, const wire::H
   w->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
   w->set_chunk_bytes(options_.chunk_bytes);
   s->Send(env);
-  spdlog::info("client {} joined from {} ({} examples)", id, s->remote_address(), hello.num_examples());
+  ++joined_total_;
+  spdlog::info("client joined: client={} addr={} examples={} profile={:?} zone={:?}", id, s->remote_address(),
+               hello.num_examples(), hello.device_profile(), hello.state().zone());
   cv_.notify_all();
 }
 
@@ -545,7 +635,7 @@ Status Coordinator::WaitForClients() {
     if (n >= options_.min_clients) return OkStatus();
     if (stop_) return CancelledError("stopped while waiting for clients");
     if (n != last_logged) {
-      spdlog::info("waiting for clients: {}/{} connected", n, options_.min_clients);
+      spdlog::info("waiting for clients: connected={} required={}", n, options_.min_clients);
       last_logged = n;
     }
     if (cv_.wait_until(l, deadline) == std::cv_status::timeout) {
@@ -575,6 +665,11 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   RoundRecord rec;
   rec.round = round;
   rec.started_utc = FormatUtc(clock_.Now());
+  {
+    std::lock_guard<std::mutex> l(status_mu_);
+    status_.current_round = round;
+    status_.state = "selecting";
+  }
 
   // 1. Select among connected, idle clients.
   TrainConfig cfg = strategy_->ConfigureTrain(round, global_);
@@ -659,8 +754,13 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
       decision = std::move(*d);
       break;
     }
-    spdlog::info("round {}: deferred {:.1f} h: {}", round, ToSeconds(wait) / 3600.0, d->reason);
+    spdlog::info("round deferred: round={} hours={:.2f} reason={:?}", round, ToSeconds(wait) / 3600.0, d->reason);
     rec.deferred_seconds += ToSeconds(wait);
+    {
+      std::lock_guard<std::mutex> l(status_mu_);
+      ++status_.deferrals_total;
+      status_.state = "deferred";
+    }
     if (options_.energy.grid_time_start) {
       grid_offset_ += wait;  // replayed grid time: no real waiting
     } else {
@@ -671,6 +771,7 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   }
   const auto& selected = decision.selected;
   rec.selected = selected.size();
+  spdlog::info("round started: round={} selected={} candidates={}", round, selected.size(), known.size());
 
   // 2. Configure and send the tasks. The model is encoded and chunked once,
   // and the same immutable chunk messages are queued to every client.
@@ -786,6 +887,7 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   chunks.clear();
   delta_chunks.clear();
   const auto t0 = std::chrono::steady_clock::now();
+  SetState("training");
 
   // 3. Collect results as they arrive; fold each into the strategy at once.
   double loss_sum = 0, loss_weight = 0;
@@ -812,7 +914,7 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     client_recs.push_back(std::move(c));
     failures.push_back({it->second.client_id, why});
     failed_ids.push_back(it->second.client_id);
-    spdlog::warn("round {}: client {} failed: {}", round, it->second.client_id, why.ToString());
+    spdlog::warn("client failed: round={} client={} reason={:?}", round, it->second.client_id, why.ToString());
     pending.erase(it);
   };
   while (!pending.empty() && !stop_) {
@@ -898,6 +1000,7 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   }
 
   // 4. Aggregate.
+  SetState("aggregating");
   auto next = strategy_->FinishRound(round, global_, failures);
   if (!next.ok()) return next.status().WithContext("aggregating round " + std::to_string(round));
   if (next->has_value()) {
@@ -920,6 +1023,7 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
 
   // 5. Evaluate.
   if (evaluator_ != nullptr && options_.evaluate_every_round) {
+    SetState("evaluating");
     const auto e0 = std::chrono::steady_clock::now();
     auto m = evaluator_->Evaluate(global_);
     if (!m.ok()) return m.status().WithContext("evaluating round " + std::to_string(round));
@@ -972,10 +1076,11 @@ Result<RunSummary> Coordinator::Run() {
     report_ = std::move(*r);
   }
   RunSummary summary;
+  SetState("waiting_for_clients");
   Status run_status = WaitForClients();
   uint64_t bytes_up = 0, bytes_down = 0;
   if (run_status.ok()) {
-    spdlog::info("starting {} rounds with {} clients connected", options_.rounds, connected_clients());
+    spdlog::info("run started: run_id={:?} rounds={} clients={}", options_.run_id, options_.rounds, connected_clients());
   }
   const double rounds_cpu0 = ProcessCpuSeconds();
   for (uint64_t round = 1; run_status.ok() && round <= options_.rounds; ++round) {
@@ -984,11 +1089,13 @@ Result<RunSummary> Coordinator::Run() {
       break;
     }
     current_round_ = round;
+    const auto round_t0 = std::chrono::steady_clock::now();
     auto rec = RunRound(round);
     if (!rec.ok()) {
       if (rec.status().code() == StatusCode::kFailedPrecondition) {
         // No client available this round: wait for clients and retry the same round.
-        spdlog::warn("round {}: {}", round, rec.status().ToString());
+        spdlog::warn("round waiting: round={} reason={:?}", round, rec.status().ToString());
+        SetState("waiting_for_clients");
         Status w = WaitForClients();
         if (!w.ok()) run_status = w;
         --round;
@@ -1002,11 +1109,36 @@ Result<RunSummary> Coordinator::Run() {
       break;
     }
     summary.rounds_completed = round;
+    {
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - round_t0).count();
+      const auto totals = ledger_.Totals();
+      std::lock_guard<std::mutex> l(status_mu_);
+      status_.rounds_completed = round;
+      status_.round_seconds.Observe(secs);
+      status_.clients_selected_total += rec->selected;
+      status_.client_results_total += rec->completed;
+      status_.client_failures_total += rec->failed;
+      status_.deferred_seconds_total += rec->deferred_seconds;
+      status_.energy_joules_total = totals.energy().joules();
+      status_.emissions_g_total = totals.emissions.grams();
+      status_.embodied_g_total = totals.embodied.grams();
+      status_.last_round = *rec;
+    }
+    spdlog::info("round finished: round={} selected={} completed={} failed={} seconds={:.3f} bytes_up={} "
+                 "bytes_down={} energy_j={:.3f} emissions_g={:.6f}",
+                 round, rec->selected, rec->completed, rec->failed, rec->wall_seconds, rec->bytes_up,
+                 rec->bytes_down, rec->energy_joules, rec->emissions_g);
     bytes_up += rec->bytes_up;
     bytes_down += rec->bytes_down;
     if (rec->accuracy) summary.final_accuracy = *rec->accuracy;
     if (rec->loss) summary.final_loss = *rec->loss;
     if (round_cb_) round_cb_(*rec);
+#if defined(__GLIBC__)
+    // Hand the round's freed transfer buffers back to the OS: glibc keeps
+    // freed 1 MiB blocks in its heap otherwise, and RSS would stay at the
+    // round's peak between rounds (docs/performance.md, issue 8).
+    malloc_trim(0);
+#endif
   }
   summary.bytes_up = bytes_up;
   summary.bytes_down = bytes_down;
@@ -1047,6 +1179,7 @@ Result<RunSummary> Coordinator::Run() {
       if (!st.ok()) spdlog::warn("emissions.csv: {}", st.ToString());
     }
   }
+  SetState(run_status.ok() ? "finished" : run_status.code() == StatusCode::kCancelled ? "stopped" : "failed");
   if (report_) VERDANT_RETURN_IF_ERROR(report_->WriteSummary(summary));
   SayGoodbye(run_status.ok() ? "run complete" : run_status.ToString());
   if (!run_status.ok()) return run_status;

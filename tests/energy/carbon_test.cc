@@ -21,8 +21,7 @@ using std::chrono::minutes;
 namespace {
 
 std::filesystem::path ShippedCarbonDir() {
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "data" /
-         "carbon";
+  return std::filesystem::path(VERDANT_SOURCE_DIR) / "data" / "carbon";
 }
 
 TimePoint At(const char* s) { return *ParseUtcTimestamp(s); }

@@ -192,3 +192,31 @@ TEST_CASE("Stop closes every session and is idempotent") {
   CHECK(h.closed == 5);
   for (auto& c : conns) CHECK((*c).Receive(2s).status().code() == StatusCode::kUnavailable);
 }
+
+TEST_CASE("a ClientPool runs many sessions on a few threads against a server, and Stop closes them all") {
+  EchoHandler server_side;
+  auto server = TcpServer::Start({}, server_side);
+  REQUIRE(server.ok());
+  EchoHandler client_side;  // the pool's sessions echo back too: count what arrives
+  ClientPool::Options po;
+  po.threads = 1;
+  auto pool = ClientPool::Create(po, client_side);
+  constexpr int kSessions = 50;
+  for (int i = 0; i < kSessions; ++i) {
+    REQUIRE(pool->Connect("127.0.0.1", (*server)->port(), std::make_unique<PlaintextHandshaker>()).ok());
+  }
+  auto end = std::chrono::steady_clock::now() + 10s;
+  while ((client_side.opened < kSessions || server_side.opened < kSessions) && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(5ms);
+  }
+  REQUIRE(client_side.opened == kSessions);
+  CHECK(pool->session_count() == kSessions);
+  CHECK(pool->Connect("127.0.0.1", 1, std::make_unique<PlaintextHandshaker>()).code() == StatusCode::kUnavailable);
+  CHECK(pool->Connect("not-an-ip", (*server)->port(), std::make_unique<PlaintextHandshaker>()).code() ==
+        StatusCode::kInvalidArgument);
+  pool->Stop();
+  CHECK(client_side.closed == kSessions);
+  CHECK(pool->session_count() == 0);
+  CHECK(server_side.WaitClosed(kSessions));
+  pool->Stop();  // idempotent
+}

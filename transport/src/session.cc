@@ -51,6 +51,14 @@ constexpr int kFramesPerTurn = 16;
 // The most a session waits to accumulate before its reader is woken in the
 // middle of a large frame (SO_RCVLOWAT; well under any receive buffer).
 constexpr size_t kMaxLowWater = 256 * 1024;
+// Sealing the next frame while one is written doubles a session's write
+// memory. For a model broadcast to 1,000 clients that is 1,000 x 2 sealed
+// 1 MiB chunks: 2 GiB (measured by the load test, docs/performance.md). So
+// frames larger than kKeepBufferBytes are sealed ahead by at most this many
+// sessions of the process at a time; the others seal each frame when the
+// previous one is written. Never a stall: sealing ahead is an optimisation.
+constexpr int kMaxLargeSealAhead = 16;
+std::atomic<int> g_large_seal_ahead{0};
 
 // A frame buffer that is not zero-filled when it grows (a socket read, or
 // sealing, overwrites every byte before use) and keeps its storage between
@@ -103,6 +111,10 @@ class SessionImpl final : public Session {
     auto ep = socket_.remote_endpoint(ec);
     remote_ = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
     socket_.set_option(tcp::no_delay(true), ec);
+  }
+
+  ~SessionImpl() override {
+    if (ahead_large_) g_large_seal_ahead.fetch_sub(1);
   }
 
   SessionId id() const override { return id_; }
@@ -376,6 +388,10 @@ class SessionImpl final : public Session {
       if (ahead_ready_) {
         std::swap(wbuf_, ahead_);
         ahead_ready_ = false;
+        if (ahead_large_) {
+          g_large_seal_ahead.fetch_sub(1);
+          ahead_large_ = false;
+        }
       } else if (!FrameNext(wbuf_)) {
         if (!closed_ && closing_ && out_.empty()) Finish(close_reason_);
         return;
@@ -396,7 +412,20 @@ class SessionImpl final : public Session {
                           if (!self->writing_) self->ReleaseIdleWriteBuffers();
                         }));
     }
-    if (!ahead_ready_ && FrameNext(ahead_)) ahead_ready_ = true;
+    if (ahead_ready_ || out_.empty() || closed_) return;
+    const bool large = out_.front().bytes->size() > kKeepBufferBytes;
+    if (large && g_large_seal_ahead.fetch_add(1) >= kMaxLargeSealAhead) {
+      g_large_seal_ahead.fetch_sub(1);
+      // Not sealing ahead: don't keep a large spare buffer either.
+      if (ahead_.capacity() > kKeepBufferBytes) ahead_.Release();
+      return;
+    }
+    if (FrameNext(ahead_)) {
+      ahead_ready_ = true;
+      ahead_large_ = large;
+    } else if (large) {
+      g_large_seal_ahead.fetch_sub(1);
+    }
   }
 
   // Idle: don't pin model-sized write buffers.
@@ -438,6 +467,10 @@ class SessionImpl final : public Session {
     queued_ -= out_.size() + (ahead_ready_ ? 1 : 0);
     out_.clear();
     ahead_ready_ = false;
+    if (ahead_large_) {
+      g_large_seal_ahead.fetch_sub(1);
+      ahead_large_ = false;
+    }
     owner_->Closed(Self(), reason, open_);
   }
 
@@ -460,6 +493,7 @@ class SessionImpl final : public Session {
   std::deque<Out> out_;
   bool writing_ = false;
   bool ahead_ready_ = false;
+  bool ahead_large_ = false;  // ahead_ holds a large frame counted in g_large_seal_ahead
   bool closing_ = false;
   bool half_closed_ = false;
   bool open_ = false;
@@ -722,7 +756,107 @@ class ClientConnectionImpl final : public ClientConnection, public SessionOwner 
   Status close_reason_;
 };
 
+// ---------------------------------------------------------------------------
+
+class ClientPoolImpl final : public ClientPool, public SessionOwner {
+ public:
+  ClientPoolImpl(const Options& options, SessionHandler& handler) : options_(options), handler_(handler) {
+    const int n = std::max(1, options_.threads);
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { io_.run(); });
+  }
+  ~ClientPoolImpl() override { Stop(); }
+
+  Status Connect(const std::string& host, uint16_t port, std::unique_ptr<Handshaker> handshaker,
+                 Duration timeout) override {
+    if (stopping_) return UnavailableError("client pool stopped");
+    std::error_code ec;
+    auto addr = asio::ip::make_address(host, ec);
+    if (ec) return InvalidArgumentError("bad address '" + host + "': " + ec.message());
+    tcp::socket socket(io_);
+    std::promise<std::error_code> done;
+    auto fut = done.get_future();
+    socket.async_connect(tcp::endpoint(addr, port), [&done](const std::error_code& e) { done.set_value(e); });
+    if (fut.wait_for(timeout) != std::future_status::ready) {
+      asio::post(io_, [&socket] {
+        std::error_code ignored;
+        socket.close(ignored);
+      });
+      fut.wait();
+      return UnavailableError("connecting to " + host + ":" + std::to_string(port) + " timed out");
+    }
+    ec = fut.get();
+    if (ec) return UnavailableError("cannot connect to " + host + ":" + std::to_string(port) + ": " + ec.message());
+    std::shared_ptr<SessionImpl> s;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      s = std::make_shared<SessionImpl>(++next_id_, std::move(socket), options_.session, std::move(handshaker), this);
+      sessions_[s->id()] = s;
+    }
+    s->Start();
+    return OkStatus();
+  }
+
+  void Stop() override {
+    bool expected = false;
+    if (!stopping_.compare_exchange_strong(expected, true)) return;
+    std::vector<std::shared_ptr<SessionImpl>> all;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (auto& [id, s] : sessions_) all.push_back(s);
+    }
+    for (auto& s : all) s->Abort(CancelledError("client pool stopped"));
+    for (int i = 0; i < 500; ++i) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (sessions_.empty()) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    work_.reset();
+    io_.stop();
+    for (auto& t : threads_) {
+      if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+    }
+  }
+
+  size_t session_count() const override {
+    std::lock_guard<std::mutex> l(mu_);
+    return sessions_.size();
+  }
+
+  void Opened(const std::shared_ptr<SessionImpl>& s) override { handler_.OnSessionOpen(s); }
+  void Message(const std::shared_ptr<SessionImpl>& s, wire::Envelope&& m) override {
+    handler_.OnMessage(s, std::move(m));
+  }
+  void Closed(const std::shared_ptr<SessionImpl>& s, const Status& reason, bool was_open) override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      sessions_.erase(s->id());
+    }
+    if (was_open) {
+      handler_.OnSessionClosed(s, reason);
+    } else {
+      spdlog::warn("client session {} failed before its handshake completed: {}", s->id(), reason.ToString());
+    }
+  }
+
+ private:
+  Options options_;
+  SessionHandler& handler_;
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_{io_.get_executor()};
+  std::vector<std::thread> threads_;
+  mutable std::mutex mu_;
+  std::unordered_map<SessionId, std::shared_ptr<SessionImpl>> sessions_;
+  SessionId next_id_ = 0;
+  std::atomic<bool> stopping_{false};
+};
+
 }  // namespace
+
+std::unique_ptr<ClientPool> ClientPool::Create(const Options& options, SessionHandler& handler) {
+  return std::make_unique<ClientPoolImpl>(options, handler);
+}
 
 Result<std::unique_ptr<TcpServer>> TcpServer::Start(const Options& options, SessionHandler& handler) {
   auto s = std::make_unique<TcpServerImpl>(options, handler);

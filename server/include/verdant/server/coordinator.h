@@ -34,6 +34,7 @@
 #include "verdant/energy/carbon.h"
 #include "verdant/energy/energy_model.h"
 #include "verdant/energy/ledger.h"
+#include "verdant/server/coordinator_status.h"
 #include "verdant/server/evaluator.h"
 #include "verdant/server/run_report.h"
 #include "verdant/server/selector.h"
@@ -109,6 +110,11 @@ class Coordinator final : public SessionHandler {
     return broadcast_.empty() ? global_.values() : std::span<const float>(broadcast_);
   }
   size_t connected_clients() const;
+  // A copy of the run's state and counters, with up to `max_clients` client
+  // summaries (sorted by id; the rest counted in clients_omitted). Holds the
+  // coordinator's locks only while copying; safe from any thread, e.g. an
+  // HTTP handler, while Run() runs.
+  CoordinatorStatus Snapshot(size_t max_clients = 0) const;
 
   // SessionHandler
   void OnSessionOpen(const SessionPtr& session) override;
@@ -143,6 +149,9 @@ class Coordinator final : public SessionHandler {
     double last_train_seconds = 0, last_train_loss = 0;
     uint64_t held_version = 0;  // model version the client holds (0 = none)
     uint64_t last_round_selected = 0;
+    // For the status endpoint.
+    std::chrono::steady_clock::time_point last_message = std::chrono::steady_clock::now();
+    uint64_t heartbeats = 0;
   };
   struct Event {
     enum Kind { kResult, kGone, kBadUpload } kind;
@@ -168,6 +177,8 @@ class Coordinator final : public SessionHandler {
   Result<RoundRecord> RunRound(uint64_t round);
   // Sends Bye to every client and closes the sessions after flushing.
   void SayGoodbye(const std::string& reason);
+  // The run state Snapshot() reports (CoordinatorStatus::state).
+  void SetState(const char* state);
   // Socket bytes over every session, open or closed. Call with mu_ held.
   uint64_t TotalBytesUp() const;
   uint64_t TotalBytesDown() const;
@@ -219,6 +230,13 @@ class Coordinator final : public SessionHandler {
   std::atomic<bool> stop_{false};
   uint64_t next_task_id_ = 0;
   uint64_t current_round_ = 0;
+
+  // Status endpoint: run-level figures, updated by the round thread under
+  // status_mu_ (never held together with mu_); client counters as atomics.
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  mutable std::mutex status_mu_;
+  CoordinatorStatus status_;  // without clients and connection figures (Snapshot adds them)
+  std::atomic<uint64_t> heartbeats_total_{0}, joined_total_{0}, left_total_{0};
 };
 
 }  // namespace verdant

@@ -130,6 +130,34 @@ class ClientConnection {
   virtual const Session& session() const = 0;
 };
 
+// Many client sessions on one small io_context thread pool, their events
+// delivered to one SessionHandler: for load tests and tools that stand in for
+// thousands of devices (ClientConnection costs a thread per connection).
+// Sessions are the same Session implementation servers use.
+//   auto pool = ClientPool::Create({}, handler);
+//   VERDANT_RETURN_IF_ERROR(pool->Connect("127.0.0.1", port, handshaker_factory()));
+//   // handler.OnSessionOpen(session) once the handshake completes
+// Thread-safety: thread-safe; handler callbacks as for TcpServer.
+class ClientPool {
+ public:
+  struct Options {
+    SessionOptions session;
+    int threads = 2;  // io_context threads
+  };
+  virtual ~ClientPool() = default;
+  static std::unique_ptr<ClientPool> Create(const Options& options, SessionHandler& handler);
+  // Connects (blocking, bounded by `timeout`) and starts the handshake; the
+  // handler sees OnSessionOpen when it completes, or nothing if it fails
+  // (the failure is logged). kUnavailable when the connection fails.
+  virtual Status Connect(const std::string& host, uint16_t port, std::unique_ptr<Handshaker> handshaker,
+                         Duration timeout = std::chrono::seconds(10)) = 0;
+  // Closes every session (handlers see OnSessionClosed) and joins the
+  // threads. Idempotent.
+  virtual void Stop() = 0;
+  // Sessions connected and not yet closed (handshaking or open).
+  virtual size_t session_count() const = 0;
+};
+
 // Parses "host:port". kInvalidArgument otherwise.
 Result<std::pair<std::string, uint16_t>> ParseHostPort(const std::string& s);
 
