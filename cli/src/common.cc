@@ -22,6 +22,7 @@ std::mutex g_stop_mu;
 std::function<void()> g_stop_cb;
 std::function<void()> g_reload_cb;
 std::atomic<bool> g_interrupted{false};
+std::atomic<int> g_signal{0};
 }  // namespace
 
 void InstallSignalHandling() {
@@ -42,6 +43,7 @@ void InstallSignalHandling() {
         continue;
       }
       bool second = g_interrupted.exchange(true);
+      if (!second) g_signal = sig;
       if (second) {
         std::fprintf(stderr, "\nsecond signal: exiting now\n");
         std::_Exit(130);
@@ -61,6 +63,8 @@ void SetStopCallback(std::function<void()> cb) {
 }
 
 bool Interrupted() { return g_interrupted; }
+
+int StopSignal() { return g_signal; }
 
 void SetReloadCallback(std::function<void()> cb) {
   std::lock_guard<std::mutex> l(g_stop_mu);
@@ -313,7 +317,16 @@ Result<RunSummary> Serve(ServeSetup setup, const std::function<Status(uint16_t)>
   }
   VERDANT_ASSIGN_OR_RETURN(auto server, TcpServer::Start(setup.tcp, coord));
   spdlog::info("coordinator listening on {}:{}", setup.tcp.host, server->port());
-  SetStopCallback([&coord] { coord.Stop(); });
+  const Duration grace = setup.shutdown_grace;
+  SetStopCallback([&coord, grace] {
+    if (StopSignal() == SIGTERM) {
+      spdlog::info("SIGTERM: finishing the current round (up to {:.0f} s), then checkpoint and exit",
+                   ToSeconds(grace));
+      coord.Drain(grace);
+    } else {
+      coord.Stop();
+    }
+  });
   Status st = on_listening ? on_listening(server->port()) : OkStatus();
   Result<RunSummary> summary = st.ok() ? coord.Run() : Result<RunSummary>(st);
   SetStopCallback(nullptr);
