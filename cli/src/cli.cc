@@ -834,7 +834,7 @@ int RunCli(int argc, char** argv) {
     if (server_resume.empty()) {
       // A new run keeps its configuration beside its state, for --resume.
       const fs::path out(setup->coordinator.out_dir);
-      if (fs::exists(out / RunStore::kDatabaseFile)) {
+      if (RunStore::HoldsRun(out)) {
         return ExitFor(Status(StatusCode::kAlreadyExists,
                               out.string() + " already holds a run: continue it with --resume " + out.string() +
                                   ", or choose another output folder (--out)"));

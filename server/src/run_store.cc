@@ -320,7 +320,9 @@ Result<std::unique_ptr<RunStore>> RunStore::Create(const fs::path& dir, const st
   fs::create_directories(dir, ec);
   if (ec) return UnavailableError("cannot create output folder " + dir.string() + ": " + ec.message());
   if (fs::exists(dir / kDatabaseFile)) {
-    if (!replace_existing) {
+    // A database without a committed checkpoint is a start that died
+    // before its first commit: nothing to keep.
+    if (!replace_existing && HoldsRun(dir)) {
       return Status(StatusCode::kAlreadyExists,
                     dir.string() + " already holds a run (" + kDatabaseFile +
                         "): continue it with --resume " + dir.string() + ", or choose another output folder");
@@ -387,12 +389,37 @@ Result<std::unique_ptr<RunStore>> RunStore::Open(const fs::path& dir, const std:
                                      ", this configuration has " + k + "=" + v);
     }
   }
-  VERDANT_RETURN_IF_ERROR(s->Exec(kSchema));
   s->last_round_ = std::strtoull(meta["last_round"].c_str(), nullptr, 10);
   s->checkpoint_file_ = meta["checkpoint_file"];
   s->checkpoint_hash_ = meta["checkpoint_hash"];
-  if (s->checkpoint_file_.empty()) return DataLossError(db.string() + " names no checkpoint");
+  if (s->checkpoint_file_.empty()) {
+    return NotFoundError(dir.string() + " holds a run that was stopped before its first checkpoint: start it again "
+                         "(without --resume)");
+  }
   return s;
+}
+
+bool RunStore::HoldsRun(const fs::path& dir) {
+  const fs::path db = dir / kDatabaseFile;
+  if (!fs::exists(db)) return false;
+  sqlite3* h = nullptr;
+  bool holds = true;  // when in doubt (damaged file), it holds something
+  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_busy_timeout(h, 5000);
+    sqlite3_stmt* raw = nullptr;
+    if (sqlite3_prepare_v2(h, "SELECT value FROM meta WHERE key = 'checkpoint_file'", -1, &raw, nullptr) ==
+        SQLITE_OK) {
+      Stmt st(raw);
+      const int rc = sqlite3_step(st.get());
+      holds = rc == SQLITE_ROW || (rc != SQLITE_DONE);
+    } else {
+      // No meta table yet: a start killed before its schema was written.
+      const int code = sqlite3_errcode(h);
+      holds = code == SQLITE_NOTADB || code == SQLITE_CORRUPT;
+    }
+  }
+  sqlite3_close(h);
+  return holds;
 }
 
 Status RunStore::Commit(const CoordinatorCheckpoint& checkpoint, const StoredRound* round,

@@ -89,10 +89,15 @@ class RunStore {
   static Result<std::unique_ptr<RunStore>> Create(const std::filesystem::path& dir, const std::string& fingerprint,
                                                   bool replace_existing);
   // The run in `dir`, to resume. kNotFound when `dir` or its run.db is
-  // missing; kDataLoss when run.db is not a Verdant run database (or is
+  // missing or the run never committed its initial checkpoint; kDataLoss when run.db is not a Verdant run database (or is
   // corrupt); kFailedPrecondition naming the first differing key when the
   // run was started with another configuration.
   static Result<std::unique_ptr<RunStore>> Open(const std::filesystem::path& dir, const std::string& fingerprint);
+
+  // True when `dir` holds a run that committed at least its initial
+  // checkpoint (or a database too damaged to tell), i.e. one to resume
+  // rather than overwrite.
+  static bool HoldsRun(const std::filesystem::path& dir);
 
   // Commits a completed round (or, with round == nullptr, the initial
   // checkpoint): writes the checkpoint file durably, then in one
