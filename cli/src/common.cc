@@ -23,6 +23,7 @@ std::function<void()> g_stop_cb;
 std::function<void()> g_reload_cb;
 std::atomic<bool> g_interrupted{false};
 std::atomic<int> g_signal{0};
+pthread_t g_signal_thread;
 }  // namespace
 
 void InstallSignalHandling() {
@@ -33,7 +34,7 @@ void InstallSignalHandling() {
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  std::thread([set] {
+  std::thread handler([set] {
     for (;;) {
       int sig = 0;
       if (sigwait(&set, &sig) != 0) continue;
@@ -53,7 +54,17 @@ void InstallSignalHandling() {
       std::lock_guard<std::mutex> l(g_stop_mu);
       if (g_stop_cb) g_stop_cb();
     }
-  }).detach();
+  });
+  // Threads started before main (thread pools of linked libraries) do not
+  // block these signals, and the default action on one of them would kill
+  // the process: a handler forwards such a signal to the thread above.
+  g_signal_thread = handler.native_handle();
+  handler.detach();
+  struct sigaction sa {};
+  sa.sa_handler = [](int sig) { pthread_kill(g_signal_thread, sig); };
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
 }
 
 void SetStopCallback(std::function<void()> cb) {
