@@ -6,8 +6,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <sstream>
 #include <thread>
@@ -295,15 +297,33 @@ Status CheckKeys(const toml::table* t, std::initializer_list<std::string_view> a
   return OkStatus();
 }
 
-Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
-  toml::table cfg;
+Result<toml::table> ParseTomlFile(const std::string& path) {
   try {
-    cfg = toml::parse_file(path);
+    return toml::parse_file(path);
   } catch (const toml::parse_error& e) {
     std::string msg = std::string(e.description());
     if (e.source().begin) msg += " (line " + std::to_string(e.source().begin.line) + ")";
     return InvalidArgumentError(path + ": " + msg);
   }
+}
+
+// Makes the config's relative file paths absolute (relative to `base`), so
+// the copy a run keeps in its folder (config.toml, for --resume) is
+// self-contained.
+void AbsolutizeConfigPaths(toml::table& cfg, const fs::path& base) {
+  auto fix = [&](const char* section, const char* key) {
+    toml::table* t = cfg[section].as_table();
+    if (t == nullptr) return;
+    auto v = (*t)[key].value<std::string>();
+    if (v && !v->empty() && fs::path(*v).is_relative()) t->insert_or_assign(key, fs::absolute(base / *v).string());
+  };
+  fix("security", "key_dir");
+  fix("security", "allow_list");
+  fix("carbon", "trace_dir");
+  fix("carbon", "profiles_file");
+}
+
+Result<cli::ServeSetup> LoadServerConfig(const toml::table& cfg, const std::string& path) {
   for (const auto& [k, v] : cfg) {
     std::string key(k.str());
     if (key != "server" && key != "run" && key != "strategy" && key != "selector" && key != "security" &&
@@ -318,7 +338,7 @@ Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
   VERDANT_RETURN_IF_ERROR(CheckKeys(server, {"listen", "threads", "max_frame_bytes"}, "server"));
   VERDANT_RETURN_IF_ERROR(CheckKeys(run, {"rounds", "min_clients", "clients_per_round", "round_timeout_s",
                                           "wait_for_clients_s", "seed", "out", "model", "codec", "downlink_codec", "data_dir",
-                                          "eval_examples", "run_id"},
+                                          "eval_examples", "run_id", "over_selection", "shutdown_grace_s"},
                                     "run"));
   toml::table empty;
   const toml::table& sv = server ? *server : empty;
@@ -344,6 +364,13 @@ Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
   VERDANT_ASSIGN_OR_RETURN(c.run_id, TomlGet<std::string>(rn, "run_id", "run", "run"));
   VERDANT_ASSIGN_OR_RETURN(s.data_dir, TomlGet<std::string>(rn, "data_dir", DefaultFashionMnistDir(), "run"));
   VERDANT_ASSIGN_OR_RETURN(int64_t eval_examples, TomlGet<int64_t>(rn, "eval_examples", 0, "run"));
+  VERDANT_ASSIGN_OR_RETURN(c.over_selection, TomlGet<double>(rn, "over_selection", 0.0, "run"));
+  VERDANT_ASSIGN_OR_RETURN(double grace, TomlGet<double>(rn, "shutdown_grace_s", 30.0, "run"));
+  if (!(c.over_selection >= 0) || !std::isfinite(c.over_selection)) {
+    return InvalidArgumentError("run.over_selection must be >= 0 (e.g. 0.3 selects 30% more clients than needed)");
+  }
+  if (!(grace >= 0)) return InvalidArgumentError("run.shutdown_grace_s must be >= 0");
+  s.shutdown_grace = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(grace));
   if (rounds < 1) return InvalidArgumentError("run.rounds must be >= 1");
   if (min_clients < 1) return InvalidArgumentError("run.min_clients must be >= 1");
   if (per_round < 0) return InvalidArgumentError("run.clients_per_round must be >= 0");
@@ -451,6 +478,7 @@ struct DemoArgs {
   bool no_train = false;           // synthetic:N with SyntheticTrainer clients (benchmarks)
   int metrics_port = -1;           // -1 = no status endpoint; 0 = any free port
   std::string metrics_address = "127.0.0.1";
+  double over_selection = 0;       // select K (1 + e), close each round at the first K results
 };
 
 class ChildProcesses {
@@ -543,6 +571,10 @@ Status RunDemo(const DemoArgs& a) {
   s.coordinator.run_id = "demo";
   s.coordinator.wait_for_clients = 120s;
   s.coordinator.round_timeout = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(a.round_timeout));
+  if (!(a.over_selection >= 0) || !std::isfinite(a.over_selection)) {
+    return InvalidArgumentError("--over-selection must be >= 0 (e.g. 0.3)");
+  }
+  s.coordinator.over_selection = a.over_selection;
   s.strategy = a.strategy;
   s.strategy_options = a.strategy_options;
   s.selector = a.selector;
@@ -621,7 +653,9 @@ Status RunDemo(const DemoArgs& a) {
     return OkStatus();
   };
   auto summary = cli::Serve(std::move(s), start_clients);
-  children.StopAll(15s);
+  // After SIGTERM the coordinator closes the sessions without a Bye (so real
+  // clients reconnect to a resumed coordinator): the demo stops its own.
+  children.StopAll(cli::Interrupted() ? 0s : 15s);
   if (!summary.ok()) return summary.status();
   const std::string accuracy =
       a.no_train ? std::string("no evaluation (--no-train)") : "final accuracy " + std::to_string(summary->final_accuracy);
@@ -660,7 +694,11 @@ int RunCli(int argc, char** argv) {
   std::string config;
   std::string server_listen, server_out, server_log = "info";
   auto* server = app.add_subcommand("server", "Run a coordinator from a TOML config");
-  server->add_option("--config", config, "TOML file (see examples/server.toml)")->required()->check(CLI::ExistingFile);
+  std::string server_resume;
+  server->add_option("--config", config, "TOML file (see examples/server.toml)")->check(CLI::ExistingFile);
+  server->add_option("--resume", server_resume,
+                     "continue the run in this output folder from its last completed round "
+                     "(its config.toml, unless --config is given; see docs/operations.md)");
   server->add_option("--listen", server_listen, "HOST:PORT to listen on (overrides server.listen)");
   server->add_option("--out", server_out, "output folder (overrides run.out)");
   server->add_option("--log-level", server_log, "trace, debug, info, warn, error, critical, off");
@@ -747,6 +785,8 @@ int RunCli(int argc, char** argv) {
   demo->add_option("--max-examples", da.max_examples, "cap each client's shard (0 = all)");
   demo->add_option("--eval-examples", da.eval_examples, "test examples to evaluate on (0 = all 10k)");
   demo->add_option("--round-timeout", da.round_timeout, "seconds per round before stragglers fail")->capture_default_str();
+  demo->add_option("--over-selection", da.over_selection,
+                   "select K x (1 + E) clients and close each round at the first K results (needs --clients-per-round)");
   demo->add_option("--data-dir", da.data_dir, "Fashion-MNIST IDX folder")->capture_default_str();
   demo->add_option("--log-level", da.log_level, "coordinator log level (trace..off)")->capture_default_str();
   demo->add_option("--log-format", da.log_format, "text, or json (one object per line; clients too)")
@@ -794,8 +834,33 @@ int RunCli(int argc, char** argv) {
     if (!st.ok()) return ExitFor(st);
     st = LoadPlugins(server_plugins);
     if (!st.ok()) return ExitFor(st);
-    auto setup = LoadServerConfig(config);
+    if (config.empty() && server_resume.empty()) {
+      return ExitFor(InvalidArgumentError("server needs --config FILE (a new run) or --resume DIR (continue a run)"));
+    }
+    if (!server_resume.empty() && !server_out.empty() && fs::path(server_out) != fs::path(server_resume)) {
+      return ExitFor(InvalidArgumentError("--resume DIR continues the run in DIR; drop --out"));
+    }
+    std::string config_path = config;
+    if (config_path.empty()) {
+      config_path = (fs::path(server_resume) / "config.toml").string();
+      if (!fs::is_directory(server_resume)) {
+        return ExitFor(NotFoundError("--resume " + server_resume + ": no such run folder"));
+      }
+      if (!fs::exists(config_path)) {
+        return ExitFor(NotFoundError("--resume " + server_resume + ": no config.toml in it (is it a run folder? "
+                                     "pass the run's --config to resume it anyway)"));
+      }
+    }
+    auto table = ParseTomlFile(config_path);
+    if (!table.ok()) return ExitFor(table.status());
+    AbsolutizeConfigPaths(*table, fs::path(config_path).parent_path());
+    auto setup = LoadServerConfig(*table, config_path);
     if (!setup.ok()) return ExitFor(setup.status());
+    if (!server_resume.empty()) {
+      setup->coordinator.out_dir = server_resume;
+      setup->coordinator.resume = true;
+    }
+    setup->coordinator.replace_existing_run = false;
     if (!server_listen.empty()) {
       auto hp = ParseHostPort(server_listen);
       if (!hp.ok()) return ExitFor(hp.status());
@@ -811,10 +876,30 @@ int RunCli(int argc, char** argv) {
       setup->metrics.port = static_cast<uint16_t>(server_metrics_port);
     }
     if (!server_metrics_address.empty()) setup->metrics.address = server_metrics_address;
+    if (server_resume.empty()) {
+      // A new run keeps its configuration beside its state, for --resume.
+      const fs::path out(setup->coordinator.out_dir);
+      if (RunStore::HoldsRun(out)) {
+        return ExitFor(Status(StatusCode::kAlreadyExists,
+                              out.string() + " already holds a run: continue it with --resume " + out.string() +
+                                  ", or choose another output folder (--out)"));
+      }
+      std::error_code ec;
+      fs::create_directories(out, ec);
+      std::ofstream f(out / "config.toml", std::ios::trunc);
+      f << "# The configuration this run started with (verdant server --resume reads it).\n" << *table << "\n";
+      if (!f) return ExitFor(UnavailableError("cannot write " + (out / "config.toml").string()));
+    }
+    const std::string out_dir = setup->coordinator.out_dir;
     auto summary = cli::Serve(std::move(*setup), nullptr);
     if (!summary.ok()) return ExitFor(summary.status());
+    auto status = summary->strings.find("status");
+    if (status != summary->strings.end() && status->second != "ok") {
+      std::printf("%s; outputs in %s\n", status->second.c_str(), out_dir.c_str());
+      return kExitOk;
+    }
     std::printf("done: final accuracy %.4f after %llu rounds; outputs in %s\n", summary->final_accuracy,
-                static_cast<unsigned long long>(summary->rounds_completed), setup->coordinator.out_dir.c_str());
+                static_cast<unsigned long long>(summary->rounds_completed), out_dir.c_str());
     return kExitOk;
   }
   return kExitUsage;

@@ -24,6 +24,8 @@ std::mutex g_stop_mu;
 std::function<void()> g_stop_cb;
 std::function<void()> g_reload_cb;
 std::atomic<bool> g_interrupted{false};
+std::atomic<int> g_signal{0};
+pthread_t g_signal_thread;
 }  // namespace
 
 void InstallSignalHandling() {
@@ -34,7 +36,7 @@ void InstallSignalHandling() {
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  std::thread([set] {
+  std::thread handler([set] {
     for (;;) {
       int sig = 0;
       if (sigwait(&set, &sig) != 0) continue;
@@ -44,6 +46,7 @@ void InstallSignalHandling() {
         continue;
       }
       bool second = g_interrupted.exchange(true);
+      if (!second) g_signal = sig;
       if (second) {
         std::fprintf(stderr, "\nsecond signal: exiting now\n");
         std::_Exit(130);
@@ -53,7 +56,17 @@ void InstallSignalHandling() {
       std::lock_guard<std::mutex> l(g_stop_mu);
       if (g_stop_cb) g_stop_cb();
     }
-  }).detach();
+  });
+  // Threads started before main (thread pools of linked libraries) do not
+  // block these signals, and the default action on one of them would kill
+  // the process: a handler forwards such a signal to the thread above.
+  g_signal_thread = handler.native_handle();
+  handler.detach();
+  struct sigaction sa {};
+  sa.sa_handler = [](int sig) { pthread_kill(g_signal_thread, sig); };
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
 }
 
 void SetStopCallback(std::function<void()> cb) {
@@ -63,6 +76,8 @@ void SetStopCallback(std::function<void()> cb) {
 }
 
 bool Interrupted() { return g_interrupted; }
+
+int StopSignal() { return g_signal; }
 
 void SetReloadCallback(std::function<void()> cb) {
   std::lock_guard<std::mutex> l(g_stop_mu);
@@ -335,7 +350,16 @@ Result<RunSummary> Serve(ServeSetup setup, const std::function<Status(uint16_t)>
       std::fflush(stdout);
     }
   }
-  SetStopCallback([&coord] { coord.Stop(); });
+  const Duration grace = setup.shutdown_grace;
+  SetStopCallback([&coord, grace] {
+    if (StopSignal() == SIGTERM) {
+      spdlog::info("SIGTERM: finishing the current round (up to {:.0f} s), then checkpoint and exit",
+                   ToSeconds(grace));
+      coord.Drain(grace);
+    } else {
+      coord.Stop();
+    }
+  });
   Status st = on_listening ? on_listening(server->port()) : OkStatus();
   Result<RunSummary> summary = st.ok() ? coord.Run() : Result<RunSummary>(st);
   SetStopCallback(nullptr);

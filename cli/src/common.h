@@ -21,6 +21,8 @@ namespace verdant::cli {
 void InstallSignalHandling();
 void SetStopCallback(std::function<void()> cb);
 bool Interrupted();
+// The signal that asked us to stop (SIGINT, SIGTERM), or 0.
+int StopSignal();
 // Called on SIGHUP (the coordinator reloads its allow-list).
 void SetReloadCallback(std::function<void()> cb);
 
@@ -98,6 +100,9 @@ struct ServeSetup {
   size_t eval_examples = 0;      // 0 = the whole 10k test set
   uint64_t init_seed = 1;
   bool progress = true;
+  // SIGTERM lets the current round finish for this long, then abandons it
+  // (Coordinator::Drain); SIGINT stops at once (Coordinator::Stop).
+  Duration shutdown_grace = std::chrono::seconds(30);
   ServerSecurity security;
   CarbonSetup carbon;
   MetricsSetup metrics;

@@ -89,6 +89,7 @@ Status ClientLoop::Run() {
   int failures = 0;
   Status last;
   while (!stop_) {
+    welcomed_ = false;
     auto conn = ClientConnection::Connect(options_.host, options_.port, options_.connection);
     Status st = conn.ok() ? RunSession(**conn) : conn.status();
     if (conn.ok()) (*conn)->Close();
@@ -98,6 +99,12 @@ Status ClientLoop::Run() {
       return st;  // retrying cannot help
     }
     last = st;
+    if (welcomed_) {
+      // The session worked until it dropped (e.g. the coordinator restarted):
+      // a fresh start for the backoff and the attempt count.
+      failures = 0;
+      backoff = options_.backoff_initial;
+    }
     ++failures;
     if (options_.max_reconnects >= 0 && failures > options_.max_reconnects) {
       return st.WithContext("giving up after " + std::to_string(failures) + " attempts");
@@ -105,7 +112,12 @@ Status ClientLoop::Run() {
     // Exponential backoff with full jitter (AWS architecture blog's "full jitter").
     auto wait = Duration(static_cast<int64_t>(rng_.Uniform() * static_cast<double>(backoff.count())));
     spdlog::warn("{}; reconnecting in {:.2f} s", st.ToString(), ToSeconds(wait));
-    std::this_thread::sleep_for(wait);
+    // Sleep in small steps so that Stop() is not held up by a long backoff.
+    for (auto until = std::chrono::steady_clock::now() + wait; !stop_ && std::chrono::steady_clock::now() < until;) {
+      std::this_thread::sleep_for(std::min<Duration>(std::chrono::milliseconds(50),
+                                                     std::chrono::duration_cast<Duration>(
+                                                         until - std::chrono::steady_clock::now())));
+    }
     backoff = std::min(options_.backoff_max, backoff * 2);
   }
   return OkStatus();
@@ -149,6 +161,7 @@ Status ClientLoop::RunSession(ClientConnection& conn) {
   const auto hb_interval = std::chrono::milliseconds(
       std::max<uint32_t>(100, welcome->welcome().heartbeat_interval_ms() ? welcome->welcome().heartbeat_interval_ms() : 5000));
   spdlog::info("joined: run_id={:?} client={}", welcome->welcome().run_id(), welcome->welcome().client_id());
+  welcomed_ = true;
 
   auto next_heartbeat = std::chrono::steady_clock::now() + hb_interval;
   uint64_t hb_seq = 0;

@@ -37,8 +37,18 @@ SyntheticTrainer::SyntheticTrainer(const SyntheticTrainerOptions& options) : opt
   double var = 0;
   for (double v : g) var += (v - mean) * (v - mean);
   const double scale = var > 0 ? options.noise_std / std::sqrt(var / kNoiseTable) : 0.0;
+  // Every value is a multiple of a power-of-two step near noise_std / 256,
+  // so weighted sums of such deltas are exact in float32 (while below 2^24
+  // steps) and the coordinator's streaming mean does not depend on the order
+  // results arrive in: runs with the same seeds give the same model bit for
+  // bit (docs/operations.md, "Determinism").
+  const double step = options.noise_std > 0 ? std::exp2(std::floor(std::log2(options.noise_std / 256.0))) : 0.0;
   noise_.resize(kNoiseTable + kNoiseBlock);
-  for (size_t i = 0; i < noise_.size(); ++i) noise_[i] = static_cast<float>((g[i % kNoiseTable] - mean) * scale);
+  for (size_t i = 0; i < noise_.size(); ++i) {
+    double v = (g[i % kNoiseTable] - mean) * scale;
+    if (step > 0) v = std::nearbyint(v / step) * step;
+    noise_[i] = static_cast<float>(v);
+  }
 }
 
 Result<TaskOutcome> SyntheticTrainer::Train(const TaskSpec& task, std::span<const float> global,

@@ -17,6 +17,23 @@ Rng::Rng(uint64_t seed) : seed_(seed) {
   for (auto& s : s_) s = SplitMix64(st);
 }
 
+Rng::State Rng::state() const {
+  State st;
+  st.seed = seed_;
+  for (int i = 0; i < 4; ++i) st.s[i] = s_[i];
+  st.has_spare_normal = has_spare_normal_;
+  st.spare_normal = spare_normal_;
+  return st;
+}
+
+Rng Rng::FromState(const State& st) {
+  Rng r(st.seed);
+  for (int i = 0; i < 4; ++i) r.s_[i] = st.s[i];
+  r.has_spare_normal_ = st.has_spare_normal;
+  r.spare_normal_ = st.spare_normal;
+  return r;
+}
+
 static inline uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 uint64_t Rng::Next() {

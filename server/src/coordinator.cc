@@ -7,6 +7,7 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cctype>
 #include <cmath>
@@ -72,8 +73,9 @@ Coordinator::Coordinator(CoordinatorOptions options, ParameterVector initial_mod
       evaluator_(evaluator),
       clock_(clock),
       rng_(options_.seed),
-      ledger_(energy::LedgerOptions{false, CarbonIntensity::GramsPerKwh(
-                                               energy::ConstantIntensitySource::kWorldAverageGramsPerKwh)}) {
+      ledger_options_(energy::LedgerOptions{
+          false, CarbonIntensity::GramsPerKwh(energy::ConstantIntensitySource::kWorldAverageGramsPerKwh)}),
+      ledger_(ledger_options_) {
   if (options_.energy.intensity != nullptr) {
     intensity_ = options_.energy.intensity;
   } else {
@@ -145,8 +147,10 @@ static std::optional<energy::LinkType> LinkFor(const wire::DeviceState& s) {
   return std::nullopt;  // the profile's default link
 }
 
-void Coordinator::Account(ClientRoundRecord& rec, const wire::DeviceState& state, const std::string& profile,
-                          uint64_t samples, uint64_t round) {
+std::optional<energy::ClientRoundRecord> Coordinator::Account(energy::Ledger& round_ledger, ClientRoundRecord& rec,
+                                                              const wire::DeviceState& state,
+                                                              const std::string& profile, uint64_t samples,
+                                                              uint64_t round) {
   const energy::EnergyModel& model = ModelFor(profile);
   energy::RoundUsage usage;
   usage.samples_processed = samples;
@@ -157,7 +161,7 @@ void Coordinator::Account(ClientRoundRecord& rec, const wire::DeviceState& state
   auto est = model.Estimate(usage);
   if (!est.ok()) {
     spdlog::warn("round {}: no energy estimate for {}: {}", round, rec.client_id, est.status().ToString());
-    return;
+    return std::nullopt;
   }
   energy::ClientRoundInput in;
   in.round = round;
@@ -177,10 +181,10 @@ void Coordinator::Account(ClientRoundRecord& rec, const wire::DeviceState& state
   if (state.local_intensity_g_per_kwh() > 0) {
     in.reported_intensity = CarbonIntensity::GramsPerKwh(state.local_intensity_g_per_kwh());
   }
-  auto row = ledger_.AddClientRound(in, *intensity_);
+  auto row = round_ledger.AddClientRound(in, *intensity_);
   if (!row.ok()) {
     spdlog::warn("round {}: ledger: {}", round, row.status().ToString());
-    return;
+    return std::nullopt;
   }
   rec.zone = row->zone;
   rec.time_utc = FormatUtc(row->time_utc);
@@ -191,6 +195,7 @@ void Coordinator::Account(ClientRoundRecord& rec, const wire::DeviceState& state
   rec.emissions_g = row->emissions.grams();
   rec.embodied_g = row->embodied.grams();
   rec.energy_method = row->energy_method;
+  return std::move(*row);
 }
 
 Result<std::pair<bool, std::unique_ptr<UpdateCodec>>> ParseDownlinkCodec(const std::string& spec) {
@@ -253,9 +258,11 @@ const char* NetworkName(wire::DeviceState::NetworkType n) {
 
 CoordinatorStatus Coordinator::Snapshot(size_t max_clients) const {
   CoordinatorStatus s;
+  std::map<std::string, std::array<uint64_t, 3>> history;  // as of the last round
   {
     std::lock_guard<std::mutex> l(status_mu_);
     s = status_;
+    if (max_clients > 0) history = status_history_;
   }
   const auto now = std::chrono::steady_clock::now();
   s.uptime_seconds = std::chrono::duration<double>(now - started_).count();
@@ -292,9 +299,11 @@ CoordinatorStatus Coordinator::Snapshot(size_t max_clients) const {
     c.zone = e.state.zone();
     c.local_intensity_g_per_kwh = e.state.local_intensity_g_per_kwh();
     c.num_examples = e.hello.num_examples();
-    c.rounds_selected = e.rounds_selected;
-    c.rounds_completed = e.rounds_completed;
-    c.rounds_failed = e.rounds_failed;
+    if (auto h = history.find(e.client_id); h != history.end()) {
+      c.rounds_selected = h->second[0];
+      c.rounds_completed = h->second[1];
+      c.rounds_failed = h->second[2];
+    }
     c.training = e.task_id != 0;
     c.heartbeats = e.heartbeats;
     c.seconds_since_message = std::chrono::duration<double>(now - e.last_message).count();
@@ -302,6 +311,17 @@ CoordinatorStatus Coordinator::Snapshot(size_t max_clients) const {
   }
   return s;
 }
+
+void Coordinator::Drain(Duration grace) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!drain_) drain_deadline_ = std::chrono::steady_clock::now() + grace;
+    drain_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool Coordinator::draining() const { return drain_; }
 
 // ---- transport callbacks (session strands) ----------------------------------
 
@@ -697,15 +717,17 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
         c.idle = e.state.idle();
         c.power_source = static_cast<energy::PowerSource>(e.state.power_source());
         c.battery_capacity_wh = e.state.battery_capacity_wh();
-        c.rounds_selected = e.rounds_selected;
-        c.rounds_completed = e.rounds_completed;
-        c.rounds_failed = e.rounds_failed;
-        c.last_train_seconds = e.last_train_seconds;
-        c.last_train_loss = e.last_train_loss;
-        c.last_round_selected = e.last_round_selected;
+        ClientHistory h;
+        if (auto hi = history_.find(e.client_id); hi != history_.end()) h = hi->second;
+        c.rounds_selected = h.rounds_selected;
+        c.rounds_completed = h.rounds_completed;
+        c.rounds_failed = h.rounds_failed;
+        c.last_train_seconds = h.last_train_seconds;
+        c.last_train_loss = h.last_train_loss;
+        c.last_round_selected = h.last_round_selected;
         // Oort's statistical utility |B| sqrt(mean loss^2), from the mean loss reported.
         c.last_statistical_utility =
-            e.rounds_completed > 0 ? static_cast<double>(c.num_examples) * std::fabs(e.last_train_loss) : 0.0;
+            h.rounds_completed > 0 ? static_cast<double>(c.num_examples) * std::fabs(h.last_train_loss) : 0.0;
         known[c.client_id] = Known{e.hello.device_profile(), e.state};
         candidates.push_back(std::move(c));
       }
@@ -738,7 +760,12 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
               [](const auto& a, const auto& b) { return a.client_id < b.client_id; });
     SelectionRequest req;
     req.round = round;
+    // Over-selection: ask for K (1 + e), close the round at the first K results.
     req.target = options_.clients_per_round;
+    if (options_.clients_per_round > 0 && options_.over_selection > 0) {
+      req.target = static_cast<size_t>(
+          std::ceil(static_cast<double>(options_.clients_per_round) * (1.0 + options_.over_selection) - 1e-9));
+    }
     req.now = grid_now;
     req.round_deadline = first_ask + options_.energy.max_defer;
     req.intensity = intensity_;
@@ -765,8 +792,9 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
       grid_offset_ += wait;  // replayed grid time: no real waiting
     } else {
       std::unique_lock<std::mutex> l(mu_);
-      cv_.wait_for(l, std::chrono::duration_cast<std::chrono::steady_clock::duration>(wait), [&] { return stop_.load(); });
-      if (stop_) return CancelledError("stopped while a round was deferred");
+      cv_.wait_for(l, std::chrono::duration_cast<std::chrono::steady_clock::duration>(wait),
+                   [&] { return stop_.load() || drain_.load(); });
+      if (stop_ || drain_) return CancelledError("stopped while a round was deferred");
     }
   }
   const auto& selected = decision.selected;
@@ -830,7 +858,9 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     uint64_t up0 = 0, down0 = 0;
   };
   std::map<uint64_t, Pending> pending;  // task id -> client
-  std::vector<ClientRoundRecord> client_recs;
+  std::vector<StoredClientRound> client_recs;
+  // Ledger rows are computed here and enter ledger_ only when the round commits.
+  energy::Ledger round_ledger(ledger_options_);
   std::vector<ClientFailure> failures;
   std::vector<std::string> completed_ids, failed_ids;
   const TimePoint deadline = clock_.Now() + options_.round_timeout;
@@ -852,8 +882,9 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
       const uint64_t task_id = ++next_task_id_;
       e.task_id = task_id;
       e.task_round = round;
-      ++e.rounds_selected;
-      e.last_round_selected = round;
+      ClientHistory& h = history_[id];
+      ++h.rounds_selected;
+      h.last_round_selected = round;
       wire::Envelope env;
       auto* t = env.mutable_train_task();
       t->set_round(round);
@@ -900,33 +931,44 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     c.codec = options_.uplink_codec;
     return c;
   };
-  auto fail = [&](uint64_t task_id, const Status& why) {
+  auto fail = [&](uint64_t task_id, const Status& why, const char* status) {
     auto it = pending.find(task_id);
     if (it == pending.end()) return;
-    ClientRoundRecord c = client_rec(it->second, round);
-    c.status = "failed";
+    StoredClientRound sc;
+    ClientRoundRecord& c = sc.report;
+    c = client_rec(it->second, round);
+    c.status = status;
     c.reason = why.ToString();
     {
       // What a failed client spent in training is unknown: transfers only.
       const Known& k = known[c.client_id];
-      Account(c, k.state, k.profile, 0, round);
+      sc.ledger = Account(round_ledger, c, k.state, k.profile, 0, round);
     }
-    client_recs.push_back(std::move(c));
+    client_recs.push_back(std::move(sc));
     failures.push_back({it->second.client_id, why});
     failed_ids.push_back(it->second.client_id);
     spdlog::warn("client failed: round={} client={} reason={:?}", round, it->second.client_id, why.ToString());
     pending.erase(it);
   };
-  while (!pending.empty() && !stop_) {
+  // With over-selection the round closes at the first K results.
+  const size_t quorum =
+      options_.over_selection > 0 && options_.clients_per_round > 0 ? options_.clients_per_round : 0;
+  bool abandon = false;
+  while (!pending.empty() && !(quorum > 0 && completed_ids.size() >= quorum)) {
     Event ev;
     {
       std::unique_lock<std::mutex> l(mu_);
-      const auto steady_deadline =
+      auto steady_deadline =
           std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                                  deadline - clock_.Now());
-      cv_.wait_until(l, steady_deadline, [&] { return !events_.empty() || stop_; });
+      if (drain_) steady_deadline = std::min(steady_deadline, drain_deadline_);
+      if (events_.empty() && !stop_) cv_.wait_until(l, steady_deadline);
+      if (stop_ || (drain_ && std::chrono::steady_clock::now() >= drain_deadline_)) {
+        abandon = true;
+        break;
+      }
       if (events_.empty()) {
-        if (clock_.Now() >= deadline || stop_) break;
+        if (clock_.Now() >= deadline) break;
         continue;
       }
       ev = std::move(events_.front());
@@ -937,7 +979,7 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
       continue;
     }
     if (ev.kind != Event::kResult) {
-      fail(ev.task_id, ev.status);
+      fail(ev.task_id, ev.status, "failed");
       continue;
     }
     ClientResult r;
@@ -953,38 +995,33 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     if (!st.ok()) {
       auto it = pending.find(ev.task_id);
       if (it != pending.end()) it->second.session->CloseWithError(wire::Error::BAD_PAYLOAD, st.message());
-      fail(ev.task_id, st);
+      fail(ev.task_id, st, "failed");
       continue;
     }
     auto it = pending.find(ev.task_id);
-    ClientRoundRecord c = client_rec(it->second, round);
+    StoredClientRound sc;
+    ClientRoundRecord& c = sc.report;
+    c = client_rec(it->second, round);
     c.status = "completed";
     c.num_examples = r.num_examples;
     c.train_loss = r.train_loss;
     c.train_seconds = ev.header.train_seconds();
     {
       const Known& k = known[c.client_id];
-      Account(c, k.state, k.profile, r.num_examples * std::max<uint32_t>(1, cfg.local_epochs), round);
+      sc.ledger = Account(round_ledger, c, k.state, k.profile,
+                          r.num_examples * std::max<uint32_t>(1, cfg.local_epochs), round);
     }
-    client_recs.push_back(std::move(c));
+    client_recs.push_back(std::move(sc));
     completed_ids.push_back(r.client_id);
     loss_sum += r.train_loss * static_cast<double>(r.num_examples);
     loss_weight += static_cast<double>(r.num_examples);
     {
-      std::lock_guard<std::mutex> l(mu_);
-      auto bi = by_client_id_.find(r.client_id);
-      if (bi != by_client_id_.end()) {
-        auto& e = clients_.at(bi->second);
-        ++e.rounds_completed;
-        e.last_train_seconds = ev.header.train_seconds();
-        e.last_train_loss = r.train_loss;
-      }
+      ClientHistory& h = history_[r.client_id];
+      ++h.rounds_completed;
+      h.last_train_seconds = ev.header.train_seconds();
+      h.last_train_loss = r.train_loss;
     }
     pending.erase(it);
-  }
-  // Whoever has not delivered by now failed this round.
-  while (!pending.empty()) {
-    fail(pending.begin()->first, stop_ ? CancelledError("run stopped") : DeadlineExceededError("no result before the round deadline"));
   }
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -993,11 +1030,26 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
         e.task_id = 0;
       }
     }
-    for (const auto& f : failed_ids) {
-      auto bi = by_client_id_.find(f);
-      if (bi != by_client_id_.end()) ++clients_.at(bi->second).rounds_failed;
+  }
+  if (abandon) {
+    // Stop() or the end of a drain's grace period: the round is neither
+    // aggregated nor recorded; the run ends and a resume runs it again.
+    return CancelledError("round " + std::to_string(round) + " abandoned (" +
+                          (stop_ ? std::string("run stopped") : std::string("shutdown grace period over")) + ")");
+  }
+  // Whoever has not delivered by now failed this round: stragglers past the
+  // quorum of an over-selected round are abandoned, the others late.
+  const bool closed_early = quorum > 0 && completed_ids.size() >= quorum;
+  while (!pending.empty()) {
+    if (closed_early) {
+      fail(pending.begin()->first,
+           AbortedError("straggler: the round closed after the first " + std::to_string(quorum) + " results"),
+           "abandoned");
+    } else {
+      fail(pending.begin()->first, DeadlineExceededError("no result before the round deadline"), "failed");
     }
   }
+  for (const auto& f : failed_ids) ++history_[f].rounds_failed;
 
   // 4. Aggregate.
   SetState("aggregating");
@@ -1013,6 +1065,10 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   rec.failed = failures.size();
   rec.train_loss = loss_weight > 0 ? loss_sum / loss_weight : 0.0;
   rec.metrics = strategy_->RoundMetrics();
+  for (const auto& c : client_recs) {
+    if (!c.ledger) continue;
+    if (Status st = ledger_.Add(*c.ledger); !st.ok()) spdlog::warn("round {}: ledger: {}", round, st.ToString());
+  }
   {
     const auto totals = ledger_.Round(round);
     rec.energy_joules = totals.energy().joules();
@@ -1038,7 +1094,22 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     rec.bytes_up = up - round_bytes_up0_;
     rec.bytes_down = down - round_bytes_down0_;
   }
-  if (report_) VERDANT_RETURN_IF_ERROR(report_->AddRound(rec, client_recs));
+  // 6. Commit: checkpoint and rows, durably, before the round counts as done.
+  if (store_) {
+    std::map<std::string, ClientHistory> changed;
+    for (const auto& id : selected) {
+      if (auto hi = history_.find(id); hi != history_.end()) changed[id] = hi->second;
+    }
+    StoredRound stored{rec, client_recs};
+    VERDANT_RETURN_IF_ERROR(
+        store_->Commit(MakeCheckpoint(round), &stored, changed).WithContext("committing round " + std::to_string(round)));
+  }
+  if (report_) {
+    std::vector<ClientRoundRecord> rows;
+    rows.reserve(client_recs.size());
+    for (const auto& c : client_recs) rows.push_back(c.report);
+    VERDANT_RETURN_IF_ERROR(report_->AddRound(rec, rows));
+  }
   return rec;
 }
 
@@ -1059,6 +1130,99 @@ void Coordinator::SayGoodbye(const std::string& reason) {
   }
 }
 
+std::string Coordinator::Fingerprint() const {
+  char over[32];
+  std::snprintf(over, sizeof over, "%.17g", options_.over_selection);
+  std::string f;
+  auto add = [&f](const std::string& k, const std::string& v) { f += k + "=" + v + "\n"; };
+  add("run_id", options_.run_id);
+  add("model", options_.model_name);
+  add("num_params", std::to_string(global_.size()));
+  add("layout", std::to_string(global_.layout().Fingerprint()));
+  add("strategy", std::string(strategy_->Name()));
+  add("selector", std::string(selector_->Name()));
+  add("seed", std::to_string(options_.seed));
+  add("uplink_codec", options_.uplink_codec);
+  add("downlink_codec", options_.downlink_codec);
+  add("clients_per_round", std::to_string(options_.clients_per_round));
+  add("over_selection", over);
+  return f;
+}
+
+CoordinatorCheckpoint Coordinator::MakeCheckpoint(uint64_t round) const {
+  CoordinatorCheckpoint c;
+  c.round = round;
+  c.model_version = model_version_;
+  c.layout_fingerprint = global_.layout().Fingerprint();
+  c.global.assign(global_.values().begin(), global_.values().end());
+  c.broadcast = broadcast_;
+  c.broadcast_version = broadcast_version_;
+  auto st = strategy_->SaveState();
+  c.strategy_state = st.ok() ? *st : std::string();
+  if (!st.ok()) spdlog::error("strategy state not saved: {}", st.status().ToString());
+  auto sel = selector_->SaveState();
+  c.selector_state = sel.ok() ? *sel : std::string();
+  if (!sel.ok()) spdlog::error("selector state not saved: {}", sel.status().ToString());
+  c.rng = rng_.state();
+  c.next_task_id = next_task_id_;
+  c.grid_offset_us = grid_offset_.count();
+  return c;
+}
+
+Status Coordinator::OpenStore(RunSummary& summary) {
+  if (options_.out_dir.empty()) return OkStatus();
+  const std::filesystem::path dir(options_.out_dir);
+  if (!options_.persist) {
+    VERDANT_ASSIGN_OR_RETURN(report_, RunReport::Open(dir));
+    return OkStatus();
+  }
+  if (!options_.resume) {
+    VERDANT_ASSIGN_OR_RETURN(store_, RunStore::Create(dir, Fingerprint(), options_.replace_existing_run));
+    VERDANT_ASSIGN_OR_RETURN(report_, RunReport::Open(dir));
+    // Round 0: the initial state, so that a crash in round 1 resumes too.
+    return store_->Commit(MakeCheckpoint(0), nullptr, {}).WithContext("initial checkpoint");
+  }
+  VERDANT_ASSIGN_OR_RETURN(store_, RunStore::Open(dir, Fingerprint()));
+  VERDANT_ASSIGN_OR_RETURN(CoordinatorCheckpoint c, store_->LoadCheckpoint());
+  if (c.layout_fingerprint != global_.layout().Fingerprint() || c.global.size() != global_.size()) {
+    return DataLossError("the checkpoint's model (" + std::to_string(c.global.size()) +
+                         " parameters) does not match this run's model (" + std::to_string(global_.size()) + ")");
+  }
+  if (!c.broadcast.empty() && c.broadcast.size() != global_.size()) {
+    return DataLossError("the checkpoint's broadcast model has the wrong size");
+  }
+  VERDANT_ASSIGN_OR_RETURN(std::vector<StoredRound> rounds, store_->LoadRounds());
+  VERDANT_ASSIGN_OR_RETURN(history_, store_->LoadRegistry());
+  VERDANT_RETURN_IF_ERROR(strategy_->RestoreState(c.strategy_state).WithContext("restoring the strategy"));
+  VERDANT_RETURN_IF_ERROR(selector_->RestoreState(c.selector_state).WithContext("restoring the selector"));
+  VERDANT_ASSIGN_OR_RETURN(global_, ParameterVector::FromValues(global_.layout(), std::move(c.global)));
+  model_version_ = c.model_version;
+  broadcast_ = std::move(c.broadcast);
+  broadcast_version_ = c.broadcast_version;
+  rng_ = Rng::FromState(c.rng);
+  next_task_id_ = c.next_task_id;
+  grid_offset_ = Duration(c.grid_offset_us);
+  first_round_ = c.round + 1;
+  // The report files are rewritten from the database: what a crash cut off
+  // after the last commit is gone, nothing is duplicated.
+  VERDANT_ASSIGN_OR_RETURN(report_, RunReport::Open(dir));
+  for (const auto& r : rounds) {
+    std::vector<ClientRoundRecord> rows;
+    for (const auto& c2 : r.clients) {
+      rows.push_back(c2.report);
+      if (c2.ledger) VERDANT_RETURN_IF_ERROR(ledger_.Add(*c2.ledger).WithContext("restoring the ledger"));
+    }
+    if (r.record.accuracy) (void)ledger_.SetRoundAccuracy(r.record.round, *r.record.accuracy);
+    VERDANT_RETURN_IF_ERROR(report_->AddRound(r.record, rows));
+    summary.rounds_completed = r.record.round;
+    summary.bytes_up += r.record.bytes_up;
+    summary.bytes_down += r.record.bytes_down;
+    if (r.record.accuracy) summary.final_accuracy = *r.record.accuracy;
+    if (r.record.loss) summary.final_loss = *r.record.loss;
+  }
+  return OkStatus();
+}
+
 Result<RunSummary> Coordinator::Run() {
   const auto start = std::chrono::steady_clock::now();
   auto codec = CreateCodec(options_.uplink_codec);
@@ -1070,42 +1234,59 @@ Result<RunSummary> Coordinator::Run() {
     downlink_delta_ = down->first;
     downlink_codec_ = std::move(down->second);
   }
-  if (!options_.out_dir.empty()) {
-    auto r = RunReport::Open(options_.out_dir);
-    if (!r.ok()) return r.status();
-    report_ = std::move(*r);
+  if (!(options_.over_selection >= 0) || !std::isfinite(options_.over_selection)) {
+    return InvalidArgumentError("over_selection must be a finite number >= 0");
   }
   RunSummary summary;
-  SetState("waiting_for_clients");
-  Status run_status = WaitForClients();
-  uint64_t bytes_up = 0, bytes_down = 0;
-  if (run_status.ok()) {
-    spdlog::info("run started: run_id={:?} rounds={} clients={}", options_.run_id, options_.rounds, connected_clients());
+  if (options_.resume && (options_.out_dir.empty() || !options_.persist)) {
+    return InvalidArgumentError("resume needs the run's output folder (out_dir) with persistence on");
   }
+  VERDANT_RETURN_IF_ERROR(OpenStore(summary));
+  if (first_round_ > 1) {
+    spdlog::info("resuming {} after round {} of {}", options_.out_dir, first_round_ - 1, options_.rounds);
+  }
+  SetState("waiting_for_clients");
+  Status run_status = first_round_ <= options_.rounds ? WaitForClients() : OkStatus();
+  if (!run_status.ok() && drain_) run_status = OkStatus();  // SIGTERM while waiting: a clean stop
+  if (run_status.ok() && first_round_ <= options_.rounds && !drain_) {
+    spdlog::info("run started: run_id={:?} rounds={} first_round={} clients={}", options_.run_id, options_.rounds,
+                 first_round_, connected_clients());
+  }
+  uint64_t bytes_up = summary.bytes_up, bytes_down = summary.bytes_down;
+  std::string stopped;
   const double rounds_cpu0 = ProcessCpuSeconds();
-  for (uint64_t round = 1; run_status.ok() && round <= options_.rounds; ++round) {
+  for (uint64_t round = first_round_; run_status.ok() && round <= options_.rounds; ++round) {
     if (stop_) {
       run_status = CancelledError("stopped after " + std::to_string(round - 1) + " rounds");
+      break;
+    }
+    if (drain_) {
+      stopped = "stopped after round " + std::to_string(round - 1) + " (shutdown requested; resume to continue)";
       break;
     }
     current_round_ = round;
     const auto round_t0 = std::chrono::steady_clock::now();
     auto rec = RunRound(round);
     if (!rec.ok()) {
+      if (rec.status().code() == StatusCode::kCancelled && drain_ && !stop_) {
+        stopped = "stopped after round " + std::to_string(round - 1) + " (shutdown requested; round " +
+                  std::to_string(round) + " abandoned; resume to continue)";
+        break;
+      }
       if (rec.status().code() == StatusCode::kFailedPrecondition) {
         // No client available this round: wait for clients and retry the same round.
         spdlog::warn("round waiting: round={} reason={:?}", round, rec.status().ToString());
         SetState("waiting_for_clients");
         Status w = WaitForClients();
+        if (!w.ok() && drain_) {
+          stopped = "stopped after round " + std::to_string(round - 1) + " (shutdown requested; resume to continue)";
+          break;
+        }
         if (!w.ok()) run_status = w;
         --round;
         continue;
       }
       run_status = rec.status();
-      break;
-    }
-    if (stop_ && rec->completed == 0) {
-      run_status = CancelledError("stopped during round " + std::to_string(round));
       break;
     }
     summary.rounds_completed = round;
@@ -1123,6 +1304,7 @@ Result<RunSummary> Coordinator::Run() {
       status_.emissions_g_total = totals.emissions.grams();
       status_.embodied_g_total = totals.embodied.grams();
       status_.last_round = *rec;
+      for (const auto& [id, h] : history_) status_history_[id] = {h.rounds_selected, h.rounds_completed, h.rounds_failed};
     }
     spdlog::info("round finished: round={} selected={} completed={} failed={} seconds={:.3f} bytes_up={} "
                  "bytes_down={} energy_j={:.3f} emissions_g={:.6f}",
@@ -1154,7 +1336,8 @@ Result<RunSummary> Coordinator::Run() {
   summary.strings["selector"] = std::string(selector_->Name());
   summary.strings["codec"] = options_.uplink_codec;
   summary.strings["model"] = options_.model_name;
-  summary.strings["status"] = run_status.ok() ? "ok" : run_status.ToString();
+  summary.strings["status"] = !run_status.ok() ? run_status.ToString() : stopped.empty() ? "ok" : stopped;
+  if (!stopped.empty()) spdlog::info("{}", stopped);
   summary.numbers["num_parameters"] = static_cast<double>(global_.size());
   {
     const auto totals = ledger_.Totals();
@@ -1181,7 +1364,11 @@ Result<RunSummary> Coordinator::Run() {
   }
   SetState(run_status.ok() ? "finished" : run_status.code() == StatusCode::kCancelled ? "stopped" : "failed");
   if (report_) VERDANT_RETURN_IF_ERROR(report_->WriteSummary(summary));
-  SayGoodbye(run_status.ok() ? "run complete" : run_status.ToString());
+  // After a drain, clients are told the coordinator is going away; they
+  // reconnect (with backoff) to a resumed coordinator.
+  if (stopped.empty()) {
+    SayGoodbye(run_status.ok() ? "run complete" : run_status.ToString());
+  }
   if (!run_status.ok()) return run_status;
   return summary;
 }

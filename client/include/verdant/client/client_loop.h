@@ -79,7 +79,10 @@ struct ClientLoopOptions {
   // every heartbeat; not owned; nullptr = the fixed `device_state`.
   const energy::DeviceStateProvider* state_provider = nullptr;
   std::string device_profile;        // energy profile name reported in Hello
-  int max_reconnects = 5;            // -1 = forever
+  // Reconnect attempts in a row before Run() gives up (-1 = forever). The
+  // count and the backoff start again after a session that was welcomed, so
+  // a coordinator restart costs one short wait, however many came before.
+  int max_reconnects = 5;
   Duration backoff_initial = std::chrono::milliseconds(500);
   Duration backoff_max = std::chrono::seconds(30);
   uint64_t seed = 0;                 // jitter and stochastic codecs
@@ -111,6 +114,7 @@ class ClientLoop {
   LocalTrainer& trainer_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> tasks_completed_{0};
+  bool welcomed_ = false;  // the current session got its Welcome
   uint32_t chunk_bytes_ = kDefaultChunkBytes;
   // One codec instance per spec, kept across rounds and reconnects.
   std::map<std::string, std::unique_ptr<UpdateCodec>> codecs_;

@@ -51,6 +51,17 @@ class Rng {
   Rng Fork(uint64_t stream) const;
   uint64_t seed() const { return seed_; }
 
+  // The generator's whole state, for checkpoints: FromState(state())
+  // continues the stream exactly where state() was taken.
+  struct State {
+    uint64_t seed = 0;
+    uint64_t s[4] = {0, 0, 0, 0};
+    bool has_spare_normal = false;
+    double spare_normal = 0.0;
+  };
+  State state() const;
+  static Rng FromState(const State& state);
+
  private:
   uint64_t seed_;
   uint64_t s_[4];

@@ -6,7 +6,11 @@
 // clients -> select -> send TrainTasks -> collect results until all report or
 // the deadline passes (late or disconnected clients become failures of that
 // round, never a crash) -> aggregate (streaming, via the Strategy) ->
-// evaluate -> record.
+// evaluate -> checkpoint and record. With an out_dir, the run's state lives
+// in a RunStore (run_store.h: SQLite + checksummed checkpoint files) and
+// every round is committed there before it counts as done, so a coordinator
+// killed at any point continues with `resume` from its last completed round
+// (docs/operations.md).
 //   Coordinator coord(options, InitialModel(), std::move(strategy), std::move(selector),
 //                     &evaluator, SystemClock::Default());
 //   auto server = TcpServer::Start(tcp_options, coord);
@@ -15,6 +19,7 @@
 // Run() is called once, from one thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -37,6 +42,7 @@
 #include "verdant/server/coordinator_status.h"
 #include "verdant/server/evaluator.h"
 #include "verdant/server/run_report.h"
+#include "verdant/server/run_store.h"
 #include "verdant/server/selector.h"
 #include "verdant/transport/session.h"
 
@@ -81,6 +87,24 @@ struct CoordinatorOptions {
   std::string out_dir;             // "" = no files
   bool evaluate_every_round = true;
   CoordinatorEnergyOptions energy;
+  // Persistence (docs/operations.md). With out_dir set and `persist`, the
+  // run's state goes to out_dir/run.db and a checkpoint per round.
+  bool persist = true;
+  // Continue the run in out_dir from its last completed round instead of
+  // starting one. kNotFound / kDataLoss / kFailedPrecondition from Run()
+  // when out_dir holds no run, a damaged one, or one started with another
+  // configuration (run_id, model, strategy, selector, seed, codecs,
+  // clients_per_round, over_selection must match; `rounds` may grow).
+  bool resume = false;
+  // A fresh run in an out_dir that already holds one replaces it (true, as
+  // the demo does) or fails with kAlreadyExists (false, `verdant server`).
+  bool replace_existing_run = true;
+  // Over-selection for stragglers: with clients_per_round = K > 0, select
+  // ceil(K x (1 + over_selection)) clients and close the round as soon as K
+  // results are in; the others are recorded as "abandoned" (a failure of
+  // that round for the strategy, the selector and the client's history).
+  // 0 = off. Must be >= 0.
+  double over_selection = 0;
 };
 
 // Parses CoordinatorOptions::downlink_codec: {is_delta, codec} (codec null
@@ -97,9 +121,14 @@ class Coordinator final : public SessionHandler {
   // enough clients connect in time; kCancelled after Stop() (the summary of
   // the rounds done so far is still written).
   Result<RunSummary> Run();
-  // Ends the run after the current step (thread-safe; async-signal handlers
-  // should call it from a normal thread).
+  // Ends the run now: the current round is abandoned (neither aggregated
+  // nor recorded; with persistence a resume runs it again). Thread-safe;
+  // async-signal handlers should call it from a normal thread.
   void Stop();
+  // Graceful shutdown (SIGTERM): lets the current round finish and commit
+  // if it does within `grace`, else abandons it, then Run() returns OK with
+  // summary status "stopped". Thread-safe.
+  void Drain(Duration grace);
   // Called after each round (on the round thread), for progress output.
   void SetRoundCallback(std::function<void(const RoundRecord&)> cb) { round_cb_ = std::move(cb); }
 
@@ -144,11 +173,7 @@ class Coordinator final : public SessionHandler {
     uint64_t task_round = 0;
     std::unique_ptr<Upload> upload;
     wire::TrainResult upload_header;
-    // History for selectors.
-    uint64_t rounds_selected = 0, rounds_completed = 0, rounds_failed = 0;
-    double last_train_seconds = 0, last_train_loss = 0;
     uint64_t held_version = 0;  // model version the client holds (0 = none)
-    uint64_t last_round_selected = 0;
     // For the status endpoint.
     std::chrono::steady_clock::time_point last_message = std::chrono::steady_clock::now();
     uint64_t heartbeats = 0;
@@ -185,9 +210,18 @@ class Coordinator final : public SessionHandler {
   // The energy model for a client's profile (never null).
   const energy::EnergyModel& ModelFor(const std::string& profile);
   TimePoint GridTime(uint64_t round) const;
-  // Ledger row for a client-round; fills the energy fields of `rec`.
-  void Account(ClientRoundRecord& rec, const wire::DeviceState& state, const std::string& profile,
-               uint64_t samples, uint64_t round);
+  // Ledger row for a client-round, computed in `round_ledger` (rows enter
+  // ledger_ when the round commits); fills the energy fields of `rec`.
+  std::optional<energy::ClientRoundRecord> Account(energy::Ledger& round_ledger, ClientRoundRecord& rec,
+                                                   const wire::DeviceState& state, const std::string& profile,
+                                                   uint64_t samples, uint64_t round);
+  // What must not change when a run resumes ("key=value" lines).
+  std::string Fingerprint() const;
+  CoordinatorCheckpoint MakeCheckpoint(uint64_t round) const;
+  // Opens (or creates) the run store and, on resume, restores the state and
+  // rewrites the report files from it; adds the restored rounds to `summary`.
+  Status OpenStore(RunSummary& summary);
+  bool draining() const;
 
   CoordinatorOptions options_;
   ParameterVector global_;
@@ -208,7 +242,13 @@ class Coordinator final : public SessionHandler {
   std::unique_ptr<energy::CarbonIntensitySource> default_intensity_;
   const energy::CarbonIntensitySource* intensity_ = nullptr;
   std::map<std::string, std::unique_ptr<energy::EnergyModel>, std::less<>> energy_models_;
+  energy::LedgerOptions ledger_options_;
   energy::Ledger ledger_;
+  std::unique_ptr<RunStore> store_;
+  // Participation history by client id, across sessions (the registry).
+  // Round thread only.
+  std::map<std::string, ClientHistory> history_;
+  uint64_t first_round_ = 1;
   Duration grid_offset_ = Duration::zero();  // deferrals so far (grid time)
   bool warned_zone_fallback_ = false;
   std::function<void(const RoundRecord&)> round_cb_;
@@ -228,6 +268,8 @@ class Coordinator final : public SessionHandler {
   std::vector<ByteBuffer> upload_pool_;
   size_t upload_pool_limit_ = 0;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> drain_{false};
+  std::chrono::steady_clock::time_point drain_deadline_;  // guarded by mu_
   uint64_t next_task_id_ = 0;
   uint64_t current_round_ = 0;
 
@@ -236,6 +278,9 @@ class Coordinator final : public SessionHandler {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   mutable std::mutex status_mu_;
   CoordinatorStatus status_;  // without clients and connection figures (Snapshot adds them)
+  // Per-client participation (selected, completed, failed) as of the last
+  // round: a copy of history_, which only the round thread touches.
+  std::map<std::string, std::array<uint64_t, 3>> status_history_;
   std::atomic<uint64_t> heartbeats_total_{0}, joined_total_{0}, left_total_{0};
 };
 
