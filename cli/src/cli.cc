@@ -165,7 +165,10 @@ struct ClientArgs {
   double battery = -1;
   bool charging = false, idle = false;
   double intensity = 0;
-  std::string sysfs_root = "/sys/class/power_supply";
+  // sysfs root: power_supply and powercap are read under <root>/class/ (tests
+  // point it at a fake tree; also $VERDANT_SYSFS_ROOT).
+  std::string sysfs_root = "/sys";
+  std::string meter = "auto";  // auto, rapl, battery or none
 };
 
 // --no-train and --model: the synthetic benchmark workload (issue 9).
@@ -206,8 +209,22 @@ Status RunClient(const ClientArgs& a) {
   if (a.intensity > 0) ds.local_intensity = CarbonIntensity::GramsPerKwh(a.intensity);
   energy::ManualDeviceStateProvider manual;
   VERDANT_RETURN_IF_ERROR(manual.Set(ds).WithContext("device state flags"));
-  energy::SysfsDeviceStateProvider sysfs(energy::PowerSupplyReaderOptions{a.sysfs_root}, &manual);
-  const bool use_sysfs = a.battery < 0 && std::filesystem::is_directory(a.sysfs_root);
+  const fs::path power_supply = fs::path(a.sysfs_root) / "class" / "power_supply";
+  energy::SysfsDeviceStateProvider sysfs(energy::PowerSupplyReaderOptions{power_supply}, &manual);
+  const bool use_sysfs = a.battery < 0 && std::filesystem::is_directory(power_supply);
+  std::optional<energy::MeterSelectionOptions> metering;
+  if (a.meter != "none") {
+    if (a.meter != "auto" && a.meter != "rapl" && a.meter != "battery") {
+      return InvalidArgumentError("--meter must be auto, rapl, battery or none, got '" + a.meter + "'");
+    }
+    energy::MeterSelectionOptions m;
+    m.profile.name = a.profile.empty() ? "unnamed" : a.profile;
+    m.try_rapl = a.meter != "battery";
+    m.try_battery = a.meter != "rapl";
+    m.rapl.root = fs::path(a.sysfs_root) / "class" / "powercap";
+    m.battery.root = power_supply;
+    metering = m;
+  }
   const uint64_t client_seed = a.seed * 1000003 + shard.first;
   std::unique_ptr<LocalTrainer> trainer;
   if (a.no_train) {
@@ -248,6 +265,7 @@ Status RunClient(const ClientArgs& a) {
   o.state_dir = a.state_dir;
   o.state_provider = use_sysfs ? static_cast<const energy::DeviceStateProvider*>(&sysfs) : &manual;
   o.device_profile = a.profile;
+  o.metering = metering;
   ClientLoop loop(o, *trainer);
   cli::SetStopCallback([&loop] { loop.Stop(); });
   Status st = loop.Run();
@@ -587,8 +605,11 @@ Status RunDemo(const DemoArgs& a) {
       if (i < a.adversarial) args.insert(args.end(), {"--attack", a.attack});
       if (a.no_train) args.insert(args.end(), {"--model", a.model, "--no-train"});
       if (!zones.empty()) args.insert(args.end(), {"--zone", zones[i % zones.size()]});
+      // Demo clients stand for phones on one host: a package-wide RAPL counter
+      // would count every client's (and the coordinator's) work in each
+      // client, so they are modelled, not metered.
       args.insert(args.end(), {"--profile", a.profile, "--network", "wifi", "--power", "grid", "--battery", "80",
-                               "--charging"});
+                               "--charging", "--meter", "none"});
       if (a.insecure) {
         args.push_back("--insecure");
       } else {
@@ -683,6 +704,12 @@ int RunCli(int argc, char** argv) {
   client->add_option("--network", ca.network, "wifi (unmetered) or cellular");
   client->add_flag("--idle", ca.idle, "the device is idle (not in use)");
   client->add_option("--intensity", ca.intensity, "grid intensity the device knows locally, gCO2e/kWh");
+  client->add_option("--meter", ca.meter,
+                     "measure training energy: auto (RAPL, else the battery while discharging), rapl, battery, none")
+      ->capture_default_str();
+  client->add_option("--sysfs-root", ca.sysfs_root, "where class/power_supply and class/powercap are read")
+      ->envname("VERDANT_SYSFS_ROOT")
+      ->capture_default_str();
   client->add_option("--attack", ca.attack, "fault injection for robustness tests: scale:F or nan");
   client->add_option("--model", ca.model, "with --no-train: the synthetic:N model the tasks must match");
   client->add_flag("--no-train", ca.no_train,
