@@ -393,7 +393,9 @@ Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
   }
   if (const toml::table* cb = cfg["carbon"].as_table()) {
     VERDANT_RETURN_IF_ERROR(CheckKeys(cb, {"trace_dir", "scope", "constant_g_per_kwh", "start", "hours_per_round",
-                                           "max_defer_h", "profiles_file", "default_profile"},
+                                           "max_defer_h", "profiles_file", "default_profile", "json_file", "url",
+                                           "auth_header", "auth_token", "auth_token_env", "http_timeout_s",
+                                           "refresh_s", "kind"},
                                       "carbon"));
     auto& c = s.carbon;
     VERDANT_ASSIGN_OR_RETURN(c.trace_dir, TomlGet<std::string>(*cb, "trace_dir", "", "carbon"));
@@ -404,7 +406,16 @@ Result<cli::ServeSetup> LoadServerConfig(const std::string& path) {
     VERDANT_ASSIGN_OR_RETURN(c.max_defer_h, TomlGet<double>(*cb, "max_defer_h", 0.0, "carbon"));
     VERDANT_ASSIGN_OR_RETURN(c.profiles_file, TomlGet<std::string>(*cb, "profiles_file", "", "carbon"));
     VERDANT_ASSIGN_OR_RETURN(c.default_profile, TomlGet<std::string>(*cb, "default_profile", "phone-midrange", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.json_file, TomlGet<std::string>(*cb, "json_file", "", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.url, TomlGet<std::string>(*cb, "url", "", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.auth_header, TomlGet<std::string>(*cb, "auth_header", "auth-token", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.auth_token, TomlGet<std::string>(*cb, "auth_token", "", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.auth_token_env, TomlGet<std::string>(*cb, "auth_token_env", "", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.http_timeout_s, TomlGet<double>(*cb, "http_timeout_s", 5.0, "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.refresh_s, TomlGet<double>(*cb, "refresh_s", 900.0, "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.kind, TomlGet<std::string>(*cb, "kind", "average", "carbon"));
     auto base = fs::path(path).parent_path();
+    if (!c.json_file.empty() && fs::path(c.json_file).is_relative()) c.json_file = (base / c.json_file).string();
     if (!c.trace_dir.empty() && fs::path(c.trace_dir).is_relative()) c.trace_dir = (base / c.trace_dir).string();
     if (!c.profiles_file.empty() && fs::path(c.profiles_file).is_relative()) {
       c.profiles_file = (base / c.profiles_file).string();
@@ -759,6 +770,13 @@ int RunCli(int argc, char** argv) {
   demo->add_option("--carbon-dir", da.carbon.trace_dir, "folder of hourly carbon traces (default: shipped data)");
   demo->add_option("--carbon-scope", da.carbon.scope, "Electricity Maps column: direct or lifecycle")
       ->capture_default_str();
+  demo->add_option("--carbon-json", da.carbon.json_file,
+                   "grid intensity from a JSON file (Carbon Aware SDK / Electricity Maps shape) instead of traces");
+  demo->add_option("--carbon-url", da.carbon.url,
+                   "grid intensity over HTTP(S) in that shape; {zone} is replaced by the zone (pass --start '' for "
+                   "live data)");
+  demo->add_option("--carbon-token-env", da.carbon.auth_token_env,
+                   "environment variable holding the carbon API token (sent as auth-token)");
   demo->allow_extras();
   demo->footer("Strategy options follow as --name value, e.g. --strategy fedadam --server-lr 0.01 "
                "(see docs/strategies.md).");
