@@ -231,6 +231,7 @@ void Coordinator::Account(ClientRoundRecord& rec, const wire::DeviceState& state
   rec.emissions_g = row->emissions.grams();
   rec.embodied_g = row->embodied.grams();
   rec.energy_method = row->energy_method;
+  rec.intensity_source = row->intensity_source;
 }
 
 Result<std::pair<bool, std::unique_ptr<UpdateCodec>>> ParseDownlinkCodec(const std::string& spec) {

@@ -246,6 +246,7 @@ TEST_CASE("verdant demo reads grid intensity from an HTTP source with a token fr
   for (auto& r : rows) {
     INFO(r["zone"] << " " << r["intensity_g_per_kwh"]);
     CHECK(std::stod(r["intensity_g_per_kwh"]) == doctest::Approx(r["zone"] == "NO" ? 11.0 : 333.0));
+    CHECK(r["intensity_source"] == "http:http://127.0.0.1:" + std::to_string(port) + "/v3/carbon-intensity/history");
   }
 }
 
