@@ -168,7 +168,10 @@ struct ClientArgs {
   double battery = -1;
   bool charging = false, idle = false;
   double intensity = 0;
-  std::string sysfs_root = "/sys/class/power_supply";
+  // sysfs root: power_supply and powercap are read under <root>/class/ (tests
+  // point it at a fake tree; also $VERDANT_SYSFS_ROOT).
+  std::string sysfs_root = "/sys";
+  std::string meter = "auto";  // auto, rapl, battery or none
 };
 
 // --no-train and --model: the synthetic benchmark workload (issue 9).
@@ -209,8 +212,22 @@ Status RunClient(const ClientArgs& a) {
   if (a.intensity > 0) ds.local_intensity = CarbonIntensity::GramsPerKwh(a.intensity);
   energy::ManualDeviceStateProvider manual;
   VERDANT_RETURN_IF_ERROR(manual.Set(ds).WithContext("device state flags"));
-  energy::SysfsDeviceStateProvider sysfs(energy::PowerSupplyReaderOptions{a.sysfs_root}, &manual);
-  const bool use_sysfs = a.battery < 0 && std::filesystem::is_directory(a.sysfs_root);
+  const fs::path power_supply = fs::path(a.sysfs_root) / "class" / "power_supply";
+  energy::SysfsDeviceStateProvider sysfs(energy::PowerSupplyReaderOptions{power_supply}, &manual);
+  const bool use_sysfs = a.battery < 0 && std::filesystem::is_directory(power_supply);
+  std::optional<energy::MeterSelectionOptions> metering;
+  if (a.meter != "none") {
+    if (a.meter != "auto" && a.meter != "rapl" && a.meter != "battery") {
+      return InvalidArgumentError("--meter must be auto, rapl, battery or none, got '" + a.meter + "'");
+    }
+    energy::MeterSelectionOptions m;
+    m.profile.name = a.profile.empty() ? "unnamed" : a.profile;
+    m.try_rapl = a.meter != "battery";
+    m.try_battery = a.meter != "rapl";
+    m.rapl.root = fs::path(a.sysfs_root) / "class" / "powercap";
+    m.battery.root = power_supply;
+    metering = m;
+  }
   const uint64_t client_seed = a.seed * 1000003 + shard.first;
   std::unique_ptr<LocalTrainer> trainer;
   if (a.no_train) {
@@ -251,6 +268,7 @@ Status RunClient(const ClientArgs& a) {
   o.state_dir = a.state_dir;
   o.state_provider = use_sysfs ? static_cast<const energy::DeviceStateProvider*>(&sysfs) : &manual;
   o.device_profile = a.profile;
+  o.metering = metering;
   ClientLoop loop(o, *trainer);
   cli::SetStopCallback([&loop] { loop.Stop(); });
   Status st = loop.Run();
@@ -403,7 +421,9 @@ Result<cli::ServeSetup> LoadServerConfig(const toml::table& cfg, const std::stri
   }
   if (const toml::table* cb = cfg["carbon"].as_table()) {
     VERDANT_RETURN_IF_ERROR(CheckKeys(cb, {"trace_dir", "scope", "constant_g_per_kwh", "start", "hours_per_round",
-                                           "max_defer_h", "profiles_file", "default_profile"},
+                                           "max_defer_h", "profiles_file", "default_profile", "json_file", "url",
+                                           "auth_header", "auth_token", "auth_token_env", "http_timeout_s",
+                                           "refresh_s", "kind"},
                                       "carbon"));
     auto& c = s.carbon;
     VERDANT_ASSIGN_OR_RETURN(c.trace_dir, TomlGet<std::string>(*cb, "trace_dir", "", "carbon"));
@@ -414,7 +434,16 @@ Result<cli::ServeSetup> LoadServerConfig(const toml::table& cfg, const std::stri
     VERDANT_ASSIGN_OR_RETURN(c.max_defer_h, TomlGet<double>(*cb, "max_defer_h", 0.0, "carbon"));
     VERDANT_ASSIGN_OR_RETURN(c.profiles_file, TomlGet<std::string>(*cb, "profiles_file", "", "carbon"));
     VERDANT_ASSIGN_OR_RETURN(c.default_profile, TomlGet<std::string>(*cb, "default_profile", "phone-midrange", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.json_file, TomlGet<std::string>(*cb, "json_file", "", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.url, TomlGet<std::string>(*cb, "url", "", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.auth_header, TomlGet<std::string>(*cb, "auth_header", "auth-token", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.auth_token, TomlGet<std::string>(*cb, "auth_token", "", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.auth_token_env, TomlGet<std::string>(*cb, "auth_token_env", "", "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.http_timeout_s, TomlGet<double>(*cb, "http_timeout_s", 5.0, "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.refresh_s, TomlGet<double>(*cb, "refresh_s", 900.0, "carbon"));
+    VERDANT_ASSIGN_OR_RETURN(c.kind, TomlGet<std::string>(*cb, "kind", "average", "carbon"));
     auto base = fs::path(path).parent_path();
+    if (!c.json_file.empty() && fs::path(c.json_file).is_relative()) c.json_file = (base / c.json_file).string();
     if (!c.trace_dir.empty() && fs::path(c.trace_dir).is_relative()) c.trace_dir = (base / c.trace_dir).string();
     if (!c.profiles_file.empty() && fs::path(c.profiles_file).is_relative()) {
       c.profiles_file = (base / c.profiles_file).string();
@@ -640,8 +669,11 @@ Status RunDemo(const DemoArgs& a) {
       if (i < a.adversarial) args.insert(args.end(), {"--attack", a.attack});
       if (a.no_train) args.insert(args.end(), {"--model", a.model, "--no-train"});
       if (!zones.empty()) args.insert(args.end(), {"--zone", zones[i % zones.size()]});
+      // Demo clients stand for phones on one host: a package-wide RAPL counter
+      // would count every client's (and the coordinator's) work in each
+      // client, so they are modelled, not metered.
       args.insert(args.end(), {"--profile", a.profile, "--network", "wifi", "--power", "grid", "--battery", "80",
-                               "--charging"});
+                               "--charging", "--meter", "none"});
       if (a.insecure) {
         args.push_back("--insecure");
       } else {
@@ -754,6 +786,12 @@ int RunCli(int argc, char** argv) {
   client->add_option("--network", ca.network, "wifi (unmetered) or cellular");
   client->add_flag("--idle", ca.idle, "the device is idle (not in use)");
   client->add_option("--intensity", ca.intensity, "grid intensity the device knows locally, gCO2e/kWh");
+  client->add_option("--meter", ca.meter,
+                     "measure training energy: auto (RAPL, else the battery while discharging), rapl, battery, none")
+      ->capture_default_str();
+  client->add_option("--sysfs-root", ca.sysfs_root, "where class/power_supply and class/powercap are read")
+      ->envname("VERDANT_SYSFS_ROOT")
+      ->capture_default_str();
   client->add_option("--attack", ca.attack, "fault injection for robustness tests: scale:F or nan");
   client->add_option("--model", ca.model, "with --no-train: the synthetic:N model the tasks must match");
   client->add_flag("--no-train", ca.no_train,
@@ -812,6 +850,13 @@ int RunCli(int argc, char** argv) {
   demo->add_option("--carbon-dir", da.carbon.trace_dir, "folder of hourly carbon traces (default: shipped data)");
   demo->add_option("--carbon-scope", da.carbon.scope, "Electricity Maps column: direct or lifecycle")
       ->capture_default_str();
+  demo->add_option("--carbon-json", da.carbon.json_file,
+                   "grid intensity from a JSON file (Carbon Aware SDK / Electricity Maps shape) instead of traces");
+  demo->add_option("--carbon-url", da.carbon.url,
+                   "grid intensity over HTTP(S) in that shape; {zone} is replaced by the zone (pass --start '' for "
+                   "live data)");
+  demo->add_option("--carbon-token-env", da.carbon.auth_token_env,
+                   "environment variable holding the carbon API token (sent as auth-token)");
   demo->allow_extras();
   demo->footer("Strategy options follow as --name value, e.g. --strategy fedadam --server-lr 0.01 "
                "(see docs/strategies.md).");

@@ -16,6 +16,7 @@
 #include "verdant/core/logging.h"
 #include "verdant/server/status_server.h"
 #include "verdant/client/trainer.h"
+#include "verdant/energy/http_carbon.h"
 
 namespace verdant::cli {
 
@@ -254,8 +255,43 @@ Result<std::string> FindCarbonDir() {
 Result<std::unique_ptr<energy::CarbonIntensitySource>> MakeCarbon(const CarbonSetup& c,
                                                                   CoordinatorEnergyOptions& out) {
   std::unique_ptr<energy::CarbonIntensitySource> source;
+  const int sources = (c.constant_g_per_kwh > 0) + !c.json_file.empty() + !c.url.empty() + !c.trace_dir.empty();
+  if (sources > 1) {
+    return InvalidArgumentError("carbon: set only one of constant_g_per_kwh, json_file, url and trace_dir");
+  }
+  energy::JsonSourceOptions json;
+  if (c.kind == "marginal") json.kind = energy::IntensityKind::kMarginal;
+  else if (c.kind != "average") return InvalidArgumentError("carbon kind must be average or marginal, got '" + c.kind + "'");
   if (c.constant_g_per_kwh > 0) {
     source = std::make_unique<energy::ConstantIntensitySource>(CarbonIntensity::GramsPerKwh(c.constant_g_per_kwh));
+  } else if (!c.json_file.empty()) {
+    VERDANT_ASSIGN_OR_RETURN(source, energy::SeriesIntensitySource::LoadFile(c.json_file, json));
+    spdlog::info("carbon intensity from {}", c.json_file);
+  } else if (!c.url.empty()) {
+    energy::HttpSourceOptions h;
+    h.url = c.url;
+    h.json = json;
+    std::string token = c.auth_token;
+    if (!c.auth_token_env.empty()) {
+      const char* v = std::getenv(c.auth_token_env.c_str());
+      if (v == nullptr || *v == '\0') {
+        return InvalidArgumentError("carbon auth_token_env names " + c.auth_token_env + ", which is not set");
+      }
+      token = v;
+    }
+    if (!token.empty()) h.headers.emplace_back(c.auth_header, token);
+    if (!(c.http_timeout_s > 0) || !(c.refresh_s > 0)) {
+      return InvalidArgumentError("carbon http_timeout_s and refresh_s must be > 0");
+    }
+    h.timeout = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(c.http_timeout_s));
+    h.refresh = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(c.refresh_s));
+    VERDANT_ASSIGN_OR_RETURN(auto http, energy::HttpIntensitySource::Create(h));
+    // One response for every zone: fetch now so a wrong URL or token shows at
+    // start-up. Failure is logged; lookups fall back until a fetch succeeds.
+    if (c.url.find("{zone}") == std::string::npos && http->Refresh().ok()) {
+      spdlog::info("carbon intensity from {}", http->tag());
+    }
+    source = std::move(http);
   } else {
     std::string dir = c.trace_dir;
     if (dir.empty()) {

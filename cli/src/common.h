@@ -69,6 +69,17 @@ struct CarbonSetup {
   std::string trace_dir;             // "" = find the shipped data/carbon
   std::string scope = "direct";      // Electricity Maps column: direct | lifecycle
   double constant_g_per_kwh = 0;     // > 0: one constant intensity for every zone instead of traces
+  // JSON in the Carbon Aware SDK / Electricity Maps shape, from a file or
+  // over HTTP(S) ("{zone}" in the URL: one request per zone). At most one of
+  // constant, json_file, url and trace_dir may be set.
+  std::string json_file;
+  std::string url;
+  std::string auth_header = "auth-token";  // header carrying the token (Electricity Maps)
+  std::string auth_token;                  // the token itself (prefer auth_token_env)
+  std::string auth_token_env;              // environment variable holding the token
+  double http_timeout_s = 5;               // connect and read timeout
+  double refresh_s = 900;                  // re-fetch after this
+  std::string kind = "average";            // JSON/HTTP data: average or marginal
   std::string start;                 // grid time of round 1 (ISO 8601 UTC); "" = the wall clock
   double hours_per_round = 1.0;      // grid time between rounds when `start` is set
   double max_defer_h = 0;            // how long carbon-deferral may hold a round

@@ -3,11 +3,60 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <filesystem>
 #include <cmath>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
 #include <thread>
 
 namespace verdant {
+
+namespace {
+
+// A measurement in progress: the meter started, and a thread calling
+// Sample() every `interval` (RAPL counters wrap) until Stop().
+class MeteredSection {
+ public:
+  MeteredSection(energy::EnergyMeter& meter, Duration interval) : meter_(meter) {
+    started_ = meter_.Start();
+    if (!started_.ok()) return;
+    sampler_ = std::thread([this, interval] {
+      std::unique_lock<std::mutex> l(mu_);
+      while (!cv_.wait_for(l, interval, [this] { return done_; })) {
+        Status st = meter_.Sample();
+        if (!st.ok()) spdlog::debug("energy meter sample: {}", st.ToString());
+      }
+    });
+  }
+  ~MeteredSection() { Join(); }
+  MeteredSection(const MeteredSection&) = delete;
+  MeteredSection& operator=(const MeteredSection&) = delete;
+
+  // The reading, or why there is none (the meter could not start or stop).
+  Result<energy::MeterReading> Stop() {
+    if (!started_.ok()) return started_;
+    Join();
+    return meter_.Stop();
+  }
+
+ private:
+  void Join() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (sampler_.joinable()) sampler_.join();
+  }
+  energy::EnergyMeter& meter_;
+  Status started_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread sampler_;
+};
+
+}  // namespace
 
 std::vector<std::string> SupportedCodecs() {
   std::vector<std::string> out;
@@ -43,6 +92,25 @@ wire::DeviceState ClientLoop::CurrentState() const {
 
 ClientLoop::ClientLoop(ClientLoopOptions options, LocalTrainer& trainer)
     : options_(std::move(options)), trainer_(trainer), rng_(options_.seed) {}
+
+std::unique_ptr<energy::EnergyMeter> ClientLoop::PickMeter() {
+  if (!options_.metering) return nullptr;
+  energy::MeterSelection sel = energy::MakeBestMeter(*options_.metering);
+  const bool measures = sel.meter != nullptr && sel.meter->Name() != "model";
+  const std::string method = measures ? sel.meter->Method() : "none";
+  if (method != last_meter_method_) {
+    last_meter_method_ = method;
+    std::string why;
+    for (const auto& r : sel.fallback_reasons) why += (why.empty() ? "" : "; ") + r;
+    if (measures) {
+      spdlog::info("energy meter: {}{}", method, why.empty() ? "" : " (" + why + ")");
+    } else {
+      spdlog::info("energy meter: none, the coordinator models this client's energy ({})", why);
+    }
+  }
+  if (!measures) return nullptr;
+  return std::move(sel.meter);
+}
 
 Result<UpdateCodec*> ClientLoop::CodecFor(const std::string& spec) {
   auto it = codecs_.find(spec);
@@ -245,6 +313,10 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   spec.max_examples = task.max_examples();
   spec.seed = task.seed();
   std::vector<float>& delta = delta_;
+  // The meter covers training and encoding (not the transfers or the wait).
+  std::unique_ptr<energy::EnergyMeter> meter = PickMeter();
+  std::optional<MeteredSection> metered;
+  if (meter) metered.emplace(*meter, options_.meter_sample_interval);
   auto outcome = trainer_.Train(spec, global, delta);
   if (!outcome.ok()) {
     // A local failure fails this round for us, not the session.
@@ -281,6 +353,24 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   r->set_num_examples(outcome->num_examples);
   r->set_train_loss(outcome->train_loss);
   r->set_train_seconds(outcome->train_seconds);
+  if (metered) {
+    auto reading = metered->Stop();
+    const double joules = reading.ok() ? reading->energy.joules() : 0.0;
+    const double seconds = reading.ok() ? reading->elapsed.count() : 0.0;
+    if (!reading.ok()) {
+      spdlog::warn("round {}: energy not measured ({}); the coordinator models it", task.round(),
+                   reading.status().ToString());
+    } else if (!(std::isfinite(joules) && joules > 0 && std::isfinite(seconds) && seconds > 0)) {
+      spdlog::warn("round {}: energy meter {} read {} J over {} s; not reported", task.round(), reading->method,
+                   joules, seconds);
+    } else {
+      auto* e = r->mutable_energy();
+      e->set_compute_joules(joules);
+      e->set_seconds(seconds);
+      e->set_method(reading->method);
+      spdlog::info("round {}: measured {:.3f} J over {:.3f} s ({})", task.round(), joules, seconds, reading->method);
+    }
+  }
   auto* p = r->mutable_payload();
   p->set_stream_id(task.task_id());
   p->set_encoding(task.uplink_codec());

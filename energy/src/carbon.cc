@@ -1,7 +1,10 @@
 #include "verdant/energy/carbon.h"
 
+#include "verdant/energy/http_carbon.h"
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -601,6 +604,13 @@ void SeriesIntensitySource::AddPoint(std::string zone, Point p) {
   v.insert(it, p);
 }
 
+std::optional<SeriesIntensitySource::Point> SeriesIntensitySource::LastPoint(
+    std::string_view zone) const {
+  auto it = points_.find(zone);
+  if (it == points_.end() || it->second.empty()) return std::nullopt;
+  return it->second.back();
+}
+
 Result<std::unique_ptr<SeriesIntensitySource>> SeriesIntensitySource::Parse(
     std::string_view json_text, std::string source_name, JsonSourceOptions options) {
   json doc;
@@ -836,6 +846,35 @@ Status RegisterBuiltinCarbonSources(Registry<CarbonIntensitySource>& registry) {
     }
     VERDANT_ASSIGN_OR_RETURN(auto src,
                              TraceIntensitySource::LoadDirectory(dir, scope, TraceOptions{wrap}));
+    return Ptr(std::move(src));
+  }));
+  VERDANT_RETURN_IF_ERROR(registry.Register("http", [](const OptionMap& o) -> Result<Ptr> {
+    HttpSourceOptions h;
+    VERDANT_ASSIGN_OR_RETURN(h.url, o.GetString("url", ""));
+    VERDANT_ASSIGN_OR_RETURN(std::string header, o.GetString("auth_header", "auth-token"));
+    VERDANT_ASSIGN_OR_RETURN(std::string token_env, o.GetString("auth_token_env", ""));
+    VERDANT_ASSIGN_OR_RETURN(double timeout_s, o.GetDouble("timeout_s", 5.0));
+    VERDANT_ASSIGN_OR_RETURN(double refresh_s, o.GetDouble("refresh_s", 900.0));
+    VERDANT_ASSIGN_OR_RETURN(std::string kind, o.GetString("kind", "average"));
+    VERDANT_RETURN_IF_ERROR(o.CheckAllUsed("carbon source 'http'"));
+    if (h.url.empty()) return InvalidArgumentError("carbon source 'http' needs url=<http(s)://...>");
+    if (!token_env.empty()) {
+      const char* v = std::getenv(token_env.c_str());
+      if (v == nullptr || *v == '\0') {
+        return InvalidArgumentError("carbon source 'http': auth_token_env " + token_env + " is not set");
+      }
+      h.headers.emplace_back(header, v);
+    }
+    if (!(timeout_s > 0) || !(refresh_s > 0)) {
+      return InvalidArgumentError("carbon source 'http': timeout_s and refresh_s must be > 0");
+    }
+    h.timeout = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(timeout_s));
+    h.refresh = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(refresh_s));
+    if (kind == "marginal")
+      h.json.kind = IntensityKind::kMarginal;
+    else if (kind != "average")
+      return InvalidArgumentError("kind must be average or marginal");
+    VERDANT_ASSIGN_OR_RETURN(auto src, HttpIntensitySource::Create(std::move(h)));
     return Ptr(std::move(src));
   }));
   return registry.Register("json", [](const OptionMap& o) -> Result<Ptr> {

@@ -147,16 +147,61 @@ static std::optional<energy::LinkType> LinkFor(const wire::DeviceState& s) {
   return std::nullopt;  // the profile's default link
 }
 
+Status ValidateEnergyReport(const wire::EnergyReport& e, double max_seconds, double max_power_w) {
+  const std::string& m = e.method();
+  const auto colon = m.find(':');
+  if (m.empty() || m.size() > 96 || colon == 0 || colon == std::string::npos) {
+    return InvalidArgumentError("method must look like 'kind:detail' such as rapl:package-0 and have at most 96 characters");
+  }
+  for (char c : m) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '+' || c == '/' || c == '_' || c == '.' ||
+          c == '-')) {
+      return InvalidArgumentError("method has a character outside [A-Za-z0-9:+/_.-]");
+    }
+  }
+  if (m.rfind("model", 0) == 0) {
+    return InvalidArgumentError("method '" + m + "' is a model and not a measurement (the coordinator does the modelling)");
+  }
+  const double j = e.compute_joules(), s = e.seconds();
+  if (!std::isfinite(j) || j <= 0) return InvalidArgumentError("compute_joules " + std::to_string(j) + " is not > 0");
+  if (!std::isfinite(s) || s <= 0) return InvalidArgumentError("seconds " + std::to_string(s) + " is not > 0");
+  if (s > max_seconds) {
+    return InvalidArgumentError("measured over " + std::to_string(s) + " s, longer than the task was out (" +
+                                std::to_string(max_seconds) + " s)");
+  }
+  if (j / s > max_power_w) {
+    return InvalidArgumentError("mean power " + std::to_string(j / s) + " W exceeds the plausible " +
+                                std::to_string(max_power_w) + " W");
+  }
+  return OkStatus();
+}
+
 std::optional<energy::ClientRoundRecord> Coordinator::Account(energy::Ledger& round_ledger, ClientRoundRecord& rec,
                                                               const wire::DeviceState& state,
                                                               const std::string& profile, uint64_t samples,
-                                                              uint64_t round) {
+                                                              uint64_t round, const wire::EnergyReport* report,
+                                                              double task_seconds) {
   const energy::EnergyModel& model = ModelFor(profile);
   energy::RoundUsage usage;
   usage.samples_processed = samples;
   usage.bytes_up = Bytes{rec.bytes_up};
   usage.bytes_down = Bytes{rec.bytes_down};
   usage.link = LinkFor(state);
+  // A measured compute figure replaces the modelled one (radio and idle stay
+  // modelled); an implausible one is logged and ignored.
+  std::optional<Energy> measured;
+  if (report != nullptr) {
+    // Slack: the task's send and the result's arrival bracket the client's work.
+    Status valid = ValidateEnergyReport(*report, task_seconds * 1.1 + 2.0, options_.energy.max_reported_power_w);
+    if (valid.ok()) {
+      measured = Energy::Joules(report->compute_joules());
+      usage.measured_train_time = energy::Seconds(report->seconds());
+    } else {
+      spdlog::warn("round {}: client {}: ignoring its energy report ({}); using the model", round, rec.client_id,
+                   valid.message());
+      rec.reason = "energy report rejected: " + valid.message();
+    }
+  }
   if (usage.link && !model.profile().Link(*usage.link).ok()) usage.link.reset();
   auto est = model.Estimate(usage);
   if (!est.ok()) {
@@ -169,13 +214,14 @@ std::optional<energy::ClientRoundRecord> Coordinator::Account(energy::Ledger& ro
   in.zone = state.zone();
   in.start = GridTime(round);
   in.duration = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(est->reserved_time.count()));
-  in.compute = est->compute;
+  in.compute = measured ? *measured * model.profile().pue : est->compute;
   in.radio = est->radio;
   in.idle = est->idle;
   in.embodied = est->embodied;
   in.bytes_up = usage.bytes_up;
   in.bytes_down = usage.bytes_down;
-  in.energy_method = est->method;
+  // The method of the compute figure; radio and idle are always modelled.
+  in.energy_method = measured ? report->method() : est->method;
   in.codec = rec.codec;
   in.samples = samples;
   if (state.local_intensity_g_per_kwh() > 0) {
@@ -195,6 +241,7 @@ std::optional<energy::ClientRoundRecord> Coordinator::Account(energy::Ledger& ro
   rec.emissions_g = row->emissions.grams();
   rec.embodied_g = row->embodied.grams();
   rec.energy_method = row->energy_method;
+  rec.intensity_source = row->intensity_source;
   return std::move(*row);
 }
 
@@ -856,6 +903,7 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     std::string client_id;
     SessionPtr session;
     uint64_t up0 = 0, down0 = 0;
+    std::chrono::steady_clock::time_point sent{};  // when its task went out
   };
   std::map<uint64_t, Pending> pending;  // task id -> client
   std::vector<StoredClientRound> client_recs;
@@ -909,7 +957,8 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
       p->set_base_version(send_delta ? delta_base : 0);
       t->set_model_version(model_version_);
       e.held_version = model_version_;
-      Pending pe{id, e.session, e.session->bytes_received(), e.session->bytes_sent()};
+      Pending pe{id, e.session, e.session->bytes_received(), e.session->bytes_sent(),
+                 std::chrono::steady_clock::now()};
       e.session->Send(env);
       for (const auto& c : send_delta ? delta_chunks : chunks) e.session->Send(c);
       pending.emplace(task_id, std::move(pe));
@@ -1008,8 +1057,11 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     c.train_seconds = ev.header.train_seconds();
     {
       const Known& k = known[c.client_id];
+      const double task_seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - it->second.sent).count();
       sc.ledger = Account(round_ledger, c, k.state, k.profile,
-                          r.num_examples * std::max<uint32_t>(1, cfg.local_epochs), round);
+                          r.num_examples * std::max<uint32_t>(1, cfg.local_epochs), round,
+                          ev.header.has_energy() ? &ev.header.energy() : nullptr, task_seconds);
     }
     client_recs.push_back(std::move(sc));
     completed_ids.push_back(r.client_id);
@@ -1356,6 +1408,16 @@ Result<RunSummary> Coordinator::Run() {
     summary.numbers["participation_gini"] = part.gini;
     summary.numbers["clients_never_selected"] = static_cast<double>(part.never_selected);
     summary.strings["intensity_source"] = std::string(intensity_->Name());
+    // Which methods produced the compute figures: "rapl:package-0=2 model:phone-midrange=6".
+    std::string methods;
+    double measured = 0;
+    const nlohmann::json ledger_summary = ledger_.SummaryJson();
+    for (const auto& [method, n] : ledger_summary["energy_methods"].items()) {
+      methods += (methods.empty() ? "" : " ") + method + "=" + std::to_string(n.get<uint64_t>());
+      if (method.rfind("model", 0) != 0) measured += n.get<double>();
+    }
+    summary.strings["energy_methods"] = methods;
+    summary.numbers["measured_client_rounds"] = measured;
     if (report_ && !options_.out_dir.empty()) {
       Status st = ledger_.WriteEmissionsCsv(std::filesystem::path(options_.out_dir) / "emissions.csv",
                                             energy::EmissionsCsvOptions{"verdant", options_.run_id, true});

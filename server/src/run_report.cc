@@ -42,7 +42,7 @@ Result<std::unique_ptr<RunReport>> RunReport::Open(const std::filesystem::path& 
                 "deferred_seconds,metrics\n";
   r->clients_ << "round,client_id,status,zone,time_utc,compute_joules,radio_joules,idle_joules,bytes_up,"
                  "bytes_down,intensity_g_per_kwh,emissions_g,embodied_g,energy_method,num_examples,train_loss,"
-                 "train_seconds,codec,reason\n";
+                 "train_seconds,codec,reason,intensity_source\n";
   r->rounds_.flush();
   r->clients_.flush();
   return r;
@@ -68,7 +68,8 @@ Status RunReport::AddRound(const RoundRecord& r, const std::vector<ClientRoundRe
              << Num(c.idle_joules) << ',' << c.bytes_up << ',' << c.bytes_down << ','
              << Num(c.intensity_g_per_kwh) << ',' << Num(c.emissions_g) << ',' << Num(c.embodied_g) << ','
              << CsvField(c.energy_method) << ',' << c.num_examples << ',' << Num(c.train_loss) << ','
-             << Num(c.train_seconds) << ',' << CsvField(c.codec) << ',' << CsvField(c.reason) << '\n';
+             << Num(c.train_seconds) << ',' << CsvField(c.codec) << ',' << CsvField(c.reason) << ','
+             << CsvField(c.intensity_source) << '\n';
   }
   clients_.flush();
   if (!rounds_ || !clients_) return UnavailableError("write to " + dir_.string() + " failed");

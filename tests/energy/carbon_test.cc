@@ -20,6 +20,8 @@ using std::chrono::minutes;
 
 namespace {
 
+// From the source tree's absolute path (a compile definition): __FILE__ is
+// relative when ccache's base_dir rewrites paths, and tests run in build/tests.
 std::filesystem::path ShippedCarbonDir() {
   return std::filesystem::path(VERDANT_SOURCE_DIR) / "data" / "carbon";
 }

@@ -260,3 +260,42 @@ TEST_CASE("BatteryMeter: energy_now deltas while discharging") {
   CHECK(BatteryMeter::Create(BatteryMeterOptions{.root = dir.path() / "none"}).status().code() ==
         StatusCode::kNotFound);
 }
+
+TEST_CASE("meter selection on a fake /sys: RAPL package over psys and battery, then battery, then none") {
+  testing::TempDir dir;
+  const fs::path pc = dir.path() / "class" / "powercap", ps = dir.path() / "class" / "power_supply";
+  fs::create_directories(ps / "BAT0");
+  testing::WriteFile(ps / "BAT0" / "type", "Battery\n");
+  testing::WriteFile(ps / "BAT0" / "status", "Discharging\n");
+  testing::WriteFile(ps / "BAT0" / "energy_now", "50000000\n");
+  auto select = [&] {
+    return MakeBestMeter(MeterSelectionOptions{.profile = *BuiltinProfile("laptop"),
+                                               .rapl = RaplOptions{.root = pc},
+                                               .battery = BatteryMeterOptions{.root = ps}});
+  };
+  // Package and psys: the package is read, psys (which contains it) is not added.
+  Zone(pc, "intel-rapl:0", "package-0", 1'000'000);
+  Zone(pc, "intel-rapl:1", "psys", 5'000'000);
+  auto sel = select();
+  CHECK(sel.meter->Name() == "rapl");
+  CHECK(sel.meter->Method() == "rapl:package-0");
+  CHECK(sel.fallback_reasons.empty());
+  REQUIRE(sel.meter->Start().ok());
+  SetCounter(pc, "intel-rapl:0", 3'000'000);
+  SetCounter(pc, "intel-rapl:1", 9'000'000);
+  CHECK(sel.meter->Stop()->energy.joules() == Approx(2.0));
+  // psys only (some AMD/ARM-less laptops): psys alone.
+  fs::remove_all(pc / "intel-rapl:0");
+  CHECK(select().meter->Method() == "rapl:psys");
+  // No RAPL: the discharging battery, with the reason RAPL was not used.
+  fs::remove_all(pc);
+  sel = select();
+  CHECK(sel.meter->Method() == "battery:BAT0");
+  REQUIRE(sel.fallback_reasons.size() == 1);
+  CHECK(sel.fallback_reasons[0].rfind("rapl:", 0) == 0);
+  // On mains power: nothing measures; the model meter (the client reports nothing).
+  testing::WriteFile(ps / "BAT0" / "status", "Charging\n");
+  sel = select();
+  CHECK(sel.meter->Name() == "model");
+  CHECK(sel.fallback_reasons.size() == 2);
+}

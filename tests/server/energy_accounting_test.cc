@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -194,4 +195,100 @@ TEST_CASE("implausible device states are ignored with a warning") {
   REQUIRE(s.ok());  // both trained; their states were dropped, accounting fell back to the world average
   CHECK(s->rounds_completed == 1);
   CHECK(s->numbers.at("emissions_g") > 0);
+}
+
+namespace {
+
+wire::EnergyReport Report(double joules, double seconds, std::string method) {
+  wire::EnergyReport e;
+  e.set_compute_joules(joules);
+  e.set_seconds(seconds);
+  e.set_method(std::move(method));
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("ValidateEnergyReport accepts a measurement and rejects bogus figures") {
+  CHECK(ValidateEnergyReport(Report(12.5, 2.0, "rapl:package-0"), 10, 10'000).ok());
+  CHECK(ValidateEnergyReport(Report(12.5, 2.0, "battery:BAT0"), 10, 10'000).ok());
+  CHECK(ValidateEnergyReport(Report(12.5, 2.0, "rapl:package-0+package-0/dram"), 10, 10'000).ok());
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  for (const auto& bad : {Report(-1, 2, "rapl:package-0"), Report(0, 2, "rapl:package-0"),
+                          Report(nan, 2, "rapl:package-0"), Report(inf, 2, "rapl:package-0"),
+                          Report(12.5, 0, "rapl:package-0"), Report(12.5, nan, "rapl:package-0"),
+                          Report(12.5, 20, "rapl:package-0"),       // longer than the task was out
+                          Report(1e6, 2, "rapl:package-0"),         // 500 kW
+                          Report(12.5, 2, ""), Report(12.5, 2, "rapl"), Report(12.5, 2, ":x"),
+                          Report(12.5, 2, "model:laptop"),           // a guess, not a measurement
+                          Report(12.5, 2, "rapl:pkg\n0"), Report(12.5, 2, std::string(97, 'a') + ":x")}) {
+    Status st = ValidateEnergyReport(bad, 10, 10'000);
+    CHECK_MESSAGE(st.code() == StatusCode::kInvalidArgument, bad.ShortDebugString());
+  }
+}
+
+TEST_CASE("a measured energy report replaces the modelled compute energy and tags the row") {
+  testing::TempDir dir;
+  CoordinatorOptions o;
+  o.rounds = 1;
+  o.min_clients = 2;
+  o.out_dir = dir.path().string();
+  Fleet f(o, "random", {"A", "B"});
+  f.clients[0]->energy_report = Report(123.5, 0.5, "rapl:package-0");
+  auto summary = f.Run();
+  REQUIRE(summary.ok());
+  auto rows = Csv(testing::ReadFile(dir.path() / "clients.csv"));
+  REQUIRE(rows.size() == 3);
+  const auto& h = rows[0];
+  int measured = 0, modelled = 0;
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const auto& r = rows[i];
+    CHECK(r[Col(h, "status")] == "completed");
+    CHECK(std::stod(r[Col(h, "radio_joules")]) > 0);  // radio stays modelled
+    if (r[Col(h, "client_id")] == f.clients[0]->assigned_id()) {
+      ++measured;
+      CHECK(r[Col(h, "energy_method")] == "rapl:package-0");
+      // phone-midrange has PUE 1: the measured joules exactly.
+      CHECK(std::stod(r[Col(h, "compute_joules")]) == doctest::Approx(123.5));
+    } else {
+      ++modelled;
+      CHECK(r[Col(h, "energy_method")] == "model:phone-midrange");
+      CHECK(std::stod(r[Col(h, "compute_joules")]) < 1.0);  // 100 samples on a phone profile
+    }
+  }
+  CHECK(measured == 1);
+  CHECK(modelled == 1);
+  const std::string json = testing::ReadFile(dir.path() / "summary.json");
+  INFO(json);
+  CHECK(json.find("\"energy_methods\": \"model:phone-midrange=1 rapl:package-0=1\"") != std::string::npos);
+  CHECK(json.find("\"measured_client_rounds\": 1.0") != std::string::npos);
+}
+
+TEST_CASE("bogus energy reports fall back to the model and say why") {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (const auto& bad : {Report(-5, 0.5, "rapl:package-0"), Report(nan, 0.5, "rapl:package-0"),
+                          Report(5e9, 0.5, "rapl:package-0"), Report(5, 3600, "battery:BAT0"),
+                          Report(5, 0.5, "model:phone-midrange")}) {
+    CAPTURE(bad.ShortDebugString());
+    testing::TempDir dir;
+    CoordinatorOptions o;
+    o.rounds = 1;
+    o.min_clients = 1;
+    o.out_dir = dir.path().string();
+    Fleet f(o, "random", {"A"});
+    f.clients[0]->energy_report = bad;
+    auto summary = f.Run();
+    REQUIRE(summary.ok());
+    auto rows = Csv(testing::ReadFile(dir.path() / "clients.csv"));
+    REQUIRE(rows.size() == 2);
+    const auto& h = rows[0];
+    const auto& r = rows[1];
+    CHECK(r[Col(h, "status")] == "completed");  // the update still counts
+    CHECK(r[Col(h, "energy_method")] == "model:phone-midrange");
+    const double compute = std::stod(r[Col(h, "compute_joules")]);
+    CHECK(std::isfinite(compute));
+    CHECK(compute > 0);
+    CHECK(compute < 1.0);
+    CHECK(r[Col(h, "reason")].find("energy report rejected") != std::string::npos);
+  }
 }

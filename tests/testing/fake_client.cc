@@ -72,6 +72,7 @@ Status FakeClient::Run(int max_tasks) {
     r->set_task_id(task.task_id());
     r->set_num_examples(num_examples);
     r->set_train_loss(1.0);
+    if (energy_report) *r->mutable_energy() = *energy_report;
     auto* p = r->mutable_payload();
     p->set_stream_id(task.task_id());
     p->set_encoding(codec);

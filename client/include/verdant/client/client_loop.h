@@ -8,7 +8,11 @@
 // holds (downlink "delta:<codec>"). Top-k uplinks go through error feedback,
 // whose residual survives reconnects and, with state_dir, restarts. It
 // reconnects with exponential backoff and jitter when the connection drops,
-// and exits cleanly when the coordinator says Bye.
+// and exits cleanly when the coordinator says Bye. With `metering` set, it
+// measures the energy of each task's training and encoding (RAPL, or the
+// battery while discharging; energy/meter.h) and reports it in
+// TrainResult.energy; a model-only device reports nothing and the
+// coordinator models its energy.
 //   ClientLoop loop(options, trainer);       // trainer: LocalTrainer&
 //   Status st = loop.Run();                  // blocks; Stop() from another thread
 // Thread-safety: Run() from one thread; Stop() from any thread.
@@ -18,6 +22,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -27,6 +32,7 @@
 #include "verdant/core/clock.h"
 #include "verdant/core/status.h"
 #include "verdant/energy/device_state.h"
+#include "verdant/energy/meter.h"
 #include "verdant/transport/session.h"
 
 namespace verdant {
@@ -90,6 +96,14 @@ struct ClientLoopOptions {
   // top-k uplinks, `error_feedback.bin`). "" = in memory only (it still
   // survives reconnects within the process).
   std::string state_dir;
+  // Measure the energy of each task's training + encoding. The meter is
+  // chosen per task with energy::MakeBestMeter (RAPL if readable, else the
+  // battery if discharging), so it follows the power state; when only the
+  // model meter is left, nothing is reported. nullopt = never measure.
+  std::optional<energy::MeterSelectionOptions> metering;
+  // How often a running measurement samples its counters (RAPL wraps after
+  // ~262 kJ: at least once per wrap period).
+  Duration meter_sample_interval = std::chrono::seconds(60);
 };
 
 class ClientLoop {
@@ -107,6 +121,8 @@ class ClientLoop {
   Status HandleTrainTask(ClientConnection& conn, const wire::TrainTask& task);
   wire::DeviceState CurrentState() const;
   Result<UpdateCodec*> CodecFor(const std::string& spec);
+  // The meter for the next task (nullptr: none measures), logging changes.
+  std::unique_ptr<energy::EnergyMeter> PickMeter();
   Status EncodeWithErrorFeedback(UpdateCodec& codec, uint64_t tag, std::span<const float> delta, Rng& rng,
                                  ByteBuffer& out);
 
@@ -132,6 +148,7 @@ class ClientLoop {
   // reconnects and (with state_dir) restarts.
   ErrorFeedback error_feedback_;
   bool error_feedback_loaded_ = false;
+  std::string last_meter_method_ = "-";  // for logging meter changes
 };
 
 // TrainResult.metrics key a client sets (with no payload) when its local

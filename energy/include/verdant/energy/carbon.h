@@ -252,6 +252,8 @@ class SeriesIntensitySource final : public CarbonIntensitySource {
                                                                  JsonSourceOptions options = {});
 
   void AddPoint(std::string zone, Point p);
+  // The latest point of `zone`, or nullopt.
+  std::optional<Point> LastPoint(std::string_view zone) const;
   std::string_view Name() const override { return "series"; }
   Result<IntensityReading> IntensityAt(std::string_view zone, TimePoint t) const override;
   Result<std::vector<IntensityReading>> Forecast(std::string_view zone, TimePoint from,
@@ -294,7 +296,9 @@ constexpr CarbonIntensity FromLbsPerMwh(double lbs_per_mwh) {
 }
 
 // Registers "constant" (value_g_per_kwh), "trace" (dir, scope=direct|lifecycle,
-// wrap) and "json" (file, kind, scope) for name-based creation, e.g. from TOML.
+// wrap), "json" (file, kind, scope) and "http" (url, auth_header,
+// auth_token_env, timeout_s, refresh_s, kind; see http_carbon.h) for
+// name-based creation, e.g. from TOML.
 // The registry's factories return sources that own their data.
 Status RegisterBuiltinCarbonSources(Registry<CarbonIntensitySource>& registry);
 

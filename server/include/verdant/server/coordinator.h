@@ -64,7 +64,19 @@ struct CoordinatorEnergyOptions {
   Duration grid_time_per_round = std::chrono::hours(1);
   // How long a carbon-deferral selector may hold one round (0 = never).
   Duration max_defer = Duration::zero();
+  // A client's measured energy (TrainResult.energy) is booked as its compute
+  // energy (x the profile's PUE) when plausible; a mean power above this is
+  // rejected as implausible and the model is used instead. Default 10 kW.
+  double max_reported_power_w = 10'000;
 };
+
+// Checks a client's EnergyReport before the ledger trusts it: compute_joules
+// finite and > 0; seconds finite, > 0 and at most `max_seconds` (the time
+// the coordinator has waited for the task, with slack); mean power at most
+// `max_power_w`; method a measurement tag ("kind:detail", e.g.
+// "rapl:package-0", "battery:BAT0"; at most 96 characters of [A-Za-z0-9:+/_.-],
+// never "model:..."). kInvalidArgument saying which check failed.
+Status ValidateEnergyReport(const wire::EnergyReport& report, double max_seconds, double max_power_w);
 
 struct CoordinatorOptions {
   uint64_t rounds = 10;
@@ -212,9 +224,13 @@ class Coordinator final : public SessionHandler {
   TimePoint GridTime(uint64_t round) const;
   // Ledger row for a client-round, computed in `round_ledger` (rows enter
   // ledger_ when the round commits); fills the energy fields of `rec`.
+  // `report`: the client's measured energy, if it sent one; `task_seconds`:
+  // how long the task had been out when its result arrived.
   std::optional<energy::ClientRoundRecord> Account(energy::Ledger& round_ledger, ClientRoundRecord& rec,
                                                    const wire::DeviceState& state, const std::string& profile,
-                                                   uint64_t samples, uint64_t round);
+                                                   uint64_t samples, uint64_t round,
+                                                   const wire::EnergyReport* report = nullptr,
+                                                   double task_seconds = 0);
   // What must not change when a run resumes ("key=value" lines).
   std::string Fingerprint() const;
   CoordinatorCheckpoint MakeCheckpoint(uint64_t round) const;

@@ -51,7 +51,7 @@ struct ClientRoundRecord {
   uint64_t round = 0;
   std::string client_id;
   std::string status;  // "completed" or "failed"
-  std::string reason;  // why it failed
+  std::string reason;  // why it failed (or why its energy report was rejected)
   uint64_t num_examples = 0;
   double train_loss = 0;
   double train_seconds = 0;
@@ -65,6 +65,7 @@ struct ClientRoundRecord {
   double emissions_g = 0, embodied_g = 0;
   std::string energy_method;
   std::string codec;
+  std::string intensity_source;  // where the intensity came from ("eia:...", "http:...", "fallback-constant")
 };
 
 struct RunSummary {

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,7 @@ class FakeClient {
   std::string codec = "identity";
   wire::DeviceState state;      // reported in Hello
   std::string device_profile;   // reported in Hello
+  std::optional<wire::EnergyReport> energy_report;  // sent with every TrainResult
   ClientConnection::Options connection;
   // Runs until Bye, an error, or `max_tasks` tasks answered. Returns why it stopped.
   Status Run(int max_tasks = 1000);
