@@ -57,6 +57,12 @@ struct CoordinatorEnergyOptions {
   Duration grid_time_per_round = std::chrono::hours(1);
   // How long a carbon-deferral selector may hold one round (0 = never).
   Duration max_defer = Duration::zero();
+  // Called instead of waiting when a deferral holds a round and
+  // grid_time_start is unset: the simulator (docs/simulator.md) advances its
+  // ManualClock by the deferral and replays the fleet up to the new time.
+  // Runs on the round thread without the coordinator's locks held, so it may
+  // call the SessionHandler methods. Unset: the round thread waits (real time).
+  std::function<void(Duration)> on_defer;
 };
 
 struct CoordinatorOptions {
