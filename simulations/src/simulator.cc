@@ -450,8 +450,8 @@ class Engine {
       if (lowest - drain < battery_threshold_) {
         const double frac = drain > 0 ? std::clamp((d.battery - battery_threshold_) / drain, 0.0, 1.0) : 0.0;
         drop_at = dur * frac;
-        why = UnavailableError("battery would fall to " + Fmt(lowest - drain) + "% during its task, below " +
-                               Fmt(battery_threshold_) + "%");
+        why = UnavailableError("battery would fall to " + Fmt(lowest - drain) + "% during its task (below " +
+                               Fmt(battery_threshold_) + "%)");
         ++stats_.dropped_battery;
         ++dropped_battery;
       }
@@ -459,8 +459,8 @@ class Engine {
     const double timeout = Secs(o_.round_timeout).count();
     if (!drop_at && dur > timeout) {
       drop_at = timeout;
-      why = DeadlineExceededError("needs " + Fmt(dur) + " s of virtual time, past the " + Fmt(timeout) +
-                                  " s round timeout");
+      why = DeadlineExceededError("needs " + Fmt(dur) + " s of virtual time (past the " + Fmt(timeout) +
+                                  " s round timeout)");
       ++stats_.dropped_deadline;
       ++dropped_deadline;
     }

@@ -6,6 +6,7 @@
 #include "verdant/energy/carbon.h"
 #include "verdant/simulations/fleet.h"
 #include "verdant/simulations/fleet_generator.h"
+#include "verdant/simulations/report.h"
 #include "verdant/simulations/simulator.h"
 #include "verdant/testing/temp_dir.h"
 
@@ -256,4 +257,40 @@ TEST_CASE("bad simulation input is an error naming it") {
   SimulationOptions o = SmallOptions("");
   o.intensity = nullptr;
   CHECK(RunSimulation(HandMadeFleet(), o).status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("report.html and comparison.csv summarise the runs from their folders") {
+  testing::TempDir dir;
+  const Fleet fleet = Generated(40, 1, {"NO", "US-AZPS"});
+  std::vector<ReportRun> runs;
+  for (const char* sel : {"random", "carbon"}) {
+    SimulationOptions o = SmallOptions((dir.path() / sel).string());
+    o.selector = sel;
+    o.clients_per_round = 5;
+    o.rounds = 12;
+    REQUIRE(RunSimulation(fleet, o).ok());
+    runs.push_back({sel, dir.path() / sel});
+  }
+  auto random = ReadRunTotals(runs[0]);
+  auto carbon = ReadRunTotals(runs[1]);
+  REQUIRE(random.ok());
+  REQUIRE(carbon.ok());
+  CHECK(random->rounds == 12);
+  CHECK(random->client_rounds == random->completed + random->failed);
+  CHECK(carbon->operational_g < random->operational_g);
+  CHECK(carbon->mean_intensity < random->mean_intensity);
+  REQUIRE(WriteComparisonCsv({*random, *carbon}, dir.path() / "comparison.csv").ok());
+  auto table = Csv(testing::ReadFile(dir.path() / "comparison.csv"));
+  REQUIRE(table.size() == 3);
+  CHECK(table[2][0] == "carbon");
+  CHECK(std::stod(table[1][Col(table[0], "total_g")]) ==
+        doctest::Approx(random->operational_g + random->embodied_g).epsilon(1e-3));
+  REQUIRE(WriteHtmlReport(runs, &Traces(), dir.path() / "report.html").ok());
+  const std::string html = testing::ReadFile(dir.path() / "report.html");
+  for (const char* want : {"Cumulative gCO2e", "gCO2e by component", "zone average", "Client-rounds per device",
+                           "US-AZPS", "carbon (at selection)"}) {
+    CHECK_MESSAGE(html.find(want) != std::string::npos, want);
+  }
+  CHECK(html.find("<script") == std::string::npos);
+  CHECK(!WriteHtmlReport({{"missing", dir.path() / "nope"}}, nullptr, dir.path() / "r2.html").ok());
 }
