@@ -122,6 +122,10 @@ struct SimulateArgs {
   std::string carbon_scope = "direct";
   double constant_intensity = 0;
   std::string profiles_file;
+  bool train = false;
+  std::string data_dir;
+  std::string partition = "dirichlet:0.5";
+  size_t eval_examples = 2000;
   bool progress = false, no_progress = false;
   std::string log_level = "error";
 };
@@ -208,7 +212,8 @@ Status ApplyToml(const std::string& path, SimulateArgs& a,
   if (const auto* s = cfg["simulation"].as_table()) {
     static const char* kKeys[] = {"fleet", "selector", "strategy", "clients_per_round", "round_interval", "days",
                                   "rounds", "codec", "downlink", "model", "seed", "out", "compare", "round_timeout",
-                                  "max_defer", "battery_floor", "start"};
+                                  "max_defer", "battery_floor", "start", "train", "data_dir",
+                                  "partition", "eval_examples"};
     for (const auto& [k, v] : *s) {
       if (std::find(std::begin(kKeys), std::end(kKeys), std::string(k.str())) == std::end(kKeys)) {
         return InvalidArgumentError(path + ": unknown key '" + std::string(k.str()) + "' in [simulation]");
@@ -230,6 +235,14 @@ Status ApplyToml(const std::string& path, SimulateArgs& a,
     VERDANT_RETURN_IF_ERROR(str(*s, "simulation", "max_defer", "--max-defer", a.max_defer));
     VERDANT_RETURN_IF_ERROR(num(*s, "simulation", "battery_floor", "--battery-floor", a.battery_floor));
     VERDANT_RETURN_IF_ERROR(str(*s, "simulation", "start", "--start", a.start));
+    VERDANT_RETURN_IF_ERROR(str(*s, "simulation", "data_dir", "--data-dir", a.data_dir));
+    VERDANT_RETURN_IF_ERROR(str(*s, "simulation", "partition", "--partition", a.partition));
+    VERDANT_RETURN_IF_ERROR(num(*s, "simulation", "eval_examples", "--eval-examples", a.eval_examples));
+    if (auto n = (*s)["train"]) {
+      auto v = n.value<bool>();
+      if (!v) return InvalidArgumentError(where("simulation", "train") + " must be true or false");
+      if (!given("--train")) a.train = *v;
+    }
     if (auto n = (*s)["compare"]) {
       if (const auto* arr = n.as_array()) {
         std::string list;
@@ -302,6 +315,10 @@ Status RunSimulate(SimulateArgs a, const std::function<bool(const std::string&)>
   so.downlink_codec = a.downlink;
   so.seed = a.seed;
   so.battery_floor_percent = a.battery_floor;
+  so.train = a.train;
+  so.data_dir = a.data_dir;
+  so.partition = a.partition;
+  so.eval_examples = a.eval_examples;
   CarbonSetup cs;
   cs.trace_dir = a.carbon_dir;
   cs.scope = a.carbon_scope;
@@ -441,6 +458,13 @@ void AddSimulateCommands(CLI::App& app) {
       ->capture_default_str();
   sim->add_option("--constant-intensity", s->constant_intensity, "one intensity for every zone, gCO2e/kWh");
   sim->add_option("--profiles", s->profiles_file, "extra device profiles (TOML) for devices.csv's profile column");
+  sim->add_flag("--train", s->train,
+                "real LibTorch training on each device's shard of Fashion-MNIST, with accuracy (default: energy-only)");
+  sim->add_option("--data-dir", s->data_dir, "with --train: Fashion-MNIST IDX folder");
+  sim->add_option("--partition", s->partition, "with --train: iid or dirichlet:ALPHA over the devices")
+      ->capture_default_str();
+  sim->add_option("--eval-examples", s->eval_examples, "with --train: test examples per evaluation (0 = all)")
+      ->capture_default_str();
   sim->add_flag("--progress", s->progress, "show the progress bar even when stderr is not a terminal");
   sim->add_flag("--no-progress", s->no_progress, "never show the progress bar");
   sim->add_option("--log-level", s->log_level, "log level")->capture_default_str();

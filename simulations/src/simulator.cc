@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <future>
@@ -15,6 +16,8 @@
 #include "verdant/aggregation/strategy.h"
 #include "verdant/client/client_loop.h"
 #include "verdant/client/model_zoo.h"
+#include "verdant/client/partition.h"
+#include "verdant/client/trainer.h"
 #include "verdant/compression/codec.h"
 #include "verdant/server/coordinator.h"
 #include "verdant/server/selector.h"
@@ -68,6 +71,27 @@ class SimSession final : public Session {
   std::atomic<uint64_t> sent_{0}, received_{0};
 };
 
+// What --train mode needs: one Trainer reused by every device, and each
+// device's shard.
+struct TrainContext {
+  std::unique_ptr<Trainer> trainer;
+  std::vector<Dataset> shards;  // by device index
+};
+
+// The coordinator's Evaluator over LibTorch's ModelEvaluator.
+class TorchEvaluator final : public Evaluator {
+ public:
+  explicit TorchEvaluator(std::unique_ptr<ModelEvaluator> e) : e_(std::move(e)) {}
+  std::string_view Name() const override { return "fashion-mnist"; }
+  Result<EvalSummary> Evaluate(const ParameterVector& model) override {
+    VERDANT_ASSIGN_OR_RETURN(EvalMetrics m, e_->Evaluate(model));
+    return EvalSummary{m.loss, m.accuracy, m.num_examples};
+  }
+
+ private:
+  std::unique_ptr<ModelEvaluator> e_;
+};
+
 struct DeviceRuntime {
   bool available = false, charging = false, idle = false;
   float battery = 100;
@@ -80,6 +104,7 @@ struct DeviceRuntime {
   uint32_t chunks_left = 0;
   uint64_t bytes_down = 0;
   wire::TrainTask task;
+  ByteBuffer model;  // --train: the received model's bytes
 };
 
 struct RoundStats {
@@ -93,7 +118,7 @@ class Engine {
  public:
   Engine(const Fleet& fleet, const SimulationOptions& o, ManualClock& clock,
          std::vector<std::unique_ptr<energy::EnergyModel>> models, std::vector<std::string> profile_names,
-         double battery_threshold)
+         double battery_threshold, TrainContext* train)
       : fleet_(fleet),
         o_(o),
         clock_(clock),
@@ -102,7 +127,8 @@ class Engine {
         battery_threshold_(battery_threshold),
         devices_(fleet.devices.size()),
         device_events_(fleet.devices.size()),
-        codecs_(SupportedCodecs()) {
+        codecs_(SupportedCodecs()),
+        train_(train) {
     for (size_t i = 0; i < fleet.events.size(); ++i) device_events_[fleet.events[i].device].push_back(i);
   }
   ~Engine() { Shutdown(); }
@@ -283,11 +309,15 @@ class Engine {
     h->set_protocol_version(kProtocolVersion);
     h->set_client_name(fleet_.devices[i].id);
     for (const auto& c : codecs_) h->add_codecs(c);
-    h->set_num_examples(fleet_.devices[i].num_examples);
+    h->set_num_examples(Examples(i));
     h->set_device_profile(profile_names_[i]);
     *h->mutable_state() = WireState(i);
     h->add_capabilities("train");
     Deliver(*s, std::move(env));
+  }
+
+  uint64_t Examples(uint32_t i) const {
+    return train_ != nullptr ? train_->shards[i].size() : fleet_.devices[i].num_examples;
   }
 
   void Disconnect(uint32_t i, const Status& why) {
@@ -324,6 +354,10 @@ class Engine {
     if (!bytes.empty() && bytes[0] == kChunkTag) {
       if (d.task_id != 0 && d.chunks_left > 0) {
         d.bytes_down += bytes.size() + kFrameOverhead;
+        if (train_ != nullptr) {
+          auto env = ParseEnvelope(bytes);
+          if (env.ok() && env->has_chunk()) d.model.insert(d.model.end(), env->chunk().data().begin(), env->chunk().data().end());
+        }
         if (--d.chunks_left == 0) Answer(s->device());
       }
       return;
@@ -334,6 +368,7 @@ class Engine {
     d.task_id = d.task.task_id();
     d.bytes_down = bytes.size() + kFrameOverhead;
     d.chunks_left = d.task.payload().num_chunks();
+    d.model.clear();
     if (d.chunks_left == 0) Answer(s->device());
   }
 
@@ -378,11 +413,25 @@ class Engine {
     }
     ++stats_.tasks;
     ++tasks;
-    const uint64_t examples =
-        task.max_examples() > 0 ? std::min<uint64_t>(task.max_examples(), dev.num_examples) : dev.num_examples;
-    const uint64_t samples = examples * std::max<uint32_t>(1, task.local_epochs());
+    uint64_t examples =
+        task.max_examples() > 0 ? std::min<uint64_t>(task.max_examples(), Examples(i)) : Examples(i);
+    uint64_t samples = examples * std::max<uint32_t>(1, task.local_epochs());
+    double train_loss = 0;
     // The upload: TrainResult + chunks, as the real client sends them.
-    const ByteBuffer& update = UpdateBytes(task);
+    const ByteBuffer* update_ptr = nullptr;
+    if (train_ != nullptr) {
+      Status st = TrainOn(i, task, examples, samples, train_loss);
+      if (!st.ok()) {
+        spdlog::warn("simulator: device {}: training failed: {}", dev.id, st.ToString());
+        Disconnect(i, st.WithContext("local training"));
+        MarkDirty(i);
+        return;
+      }
+      update_ptr = &trained_update_;
+    } else {
+      update_ptr = &UpdateBytes(task);
+    }
+    const ByteBuffer& update = *update_ptr;
     std::vector<wire::Envelope> msgs;
     {
       wire::Envelope env;
@@ -390,7 +439,7 @@ class Engine {
       r->set_round(task.round());
       r->set_task_id(task.task_id());
       r->set_num_examples(examples);
-      r->set_train_loss(0.0);
+      r->set_train_loss(train_loss);
       auto* p = r->mutable_payload();
       p->set_stream_id(task.task_id());
       p->set_encoding(task.uplink_codec());
@@ -474,6 +523,38 @@ class Engine {
     for (auto& m : msgs) Deliver(*d.session, std::move(m));
   }
 
+  // --train: the received model (identity float32 downlink), trained on the
+  // device's shard; the delta goes through the run's codec into trained_update_.
+  Status TrainOn(uint32_t i, const wire::TrainTask& task, uint64_t& examples, uint64_t& samples, double& loss) {
+    DeviceRuntime& d = devices_[i];
+    const uint64_t n = task.payload().num_params();
+    if (task.payload().encoding() != "identity" || d.model.size() != n * sizeof(float)) {
+      return FailedPreconditionError("--train needs the identity downlink (got '" + task.payload().encoding() + "')");
+    }
+    std::vector<float> values(n);
+    std::memcpy(values.data(), d.model.data(), d.model.size());
+    d.model = ByteBuffer();
+    VERDANT_ASSIGN_OR_RETURN(ParameterVector global,
+                             ParameterVector::FromValues(train_->trainer->layout(), std::move(values)));
+    LocalTrainOptions lo;
+    lo.local_epochs = std::max<uint32_t>(1, task.local_epochs());
+    lo.batch_size = std::max<uint32_t>(1, task.batch_size());
+    lo.learning_rate = task.learning_rate();
+    lo.proximal_mu = task.proximal_mu();
+    lo.max_examples = task.max_examples();
+    lo.seed = task.seed();
+    VERDANT_ASSIGN_OR_RETURN(LocalTrainResult r, train_->trainer->Train(global, train_->shards[i], lo, delta_));
+    examples = r.num_examples;
+    samples = r.samples_processed;
+    loss = r.train_loss;
+    if (!codec_) {
+      VERDANT_ASSIGN_OR_RETURN(codec_, CreateCodec(task.uplink_codec()));
+    }
+    Rng rng(task.seed());
+    trained_update_.clear();
+    return codec_->Encode(delta_, rng, trained_update_);
+  }
+
   static std::string Fmt(double v) {
     char b[32];
     std::snprintf(b, sizeof(b), "%.1f", v);
@@ -498,6 +579,9 @@ class Engine {
   SessionHandler* handler_ = nullptr;
   std::unique_ptr<UpdateCodec> codec_;
   ByteBuffer update_;
+  TrainContext* train_ = nullptr;
+  std::vector<float> delta_;
+  ByteBuffer trained_update_;
   uint64_t update_round_ = 0, update_params_ = 0;
   uint64_t current_round_ = 0;
   RoundStats stats_;
@@ -616,10 +700,29 @@ Result<SimulationResult> RunSimulation(const Fleet& fleet, const SimulationOptio
   }
   VERDANT_ASSIGN_OR_RETURN(ParameterVector initial, InitialModel(o.model, o.seed));
 
+  TrainContext train;
+  std::unique_ptr<TorchEvaluator> evaluator;
+  if (o.train) {
+    if (o.downlink_codec != "identity") {
+      return InvalidArgumentError("simulate --train needs the identity downlink, not '" + o.downlink_codec + "'");
+    }
+    if (IsSyntheticModel(o.model)) return InvalidArgumentError("simulate --train needs a real model (mlp, cnn)");
+    ConfigureTorchThreads(1);
+    const std::string dir = o.data_dir.empty() ? DefaultFashionMnistDir() : o.data_dir;
+    VERDANT_ASSIGN_OR_RETURN(Dataset train_set, LoadFashionMnist(dir, "train"));
+    VERDANT_ASSIGN_OR_RETURN(Dataset test_set, LoadFashionMnist(dir, "test", o.eval_examples));
+    VERDANT_ASSIGN_OR_RETURN(auto parts, PartitionAllIndices(o.partition, train_set.labels, kFashionMnistClasses,
+                                                             fleet.devices.size(), o.seed));
+    train.shards.reserve(parts.size());
+    for (const auto& p : parts) train.shards.push_back(Subset(train_set, p));
+    VERDANT_ASSIGN_OR_RETURN(train.trainer, Trainer::Create(o.model));
+    VERDANT_ASSIGN_OR_RETURN(auto me, ModelEvaluator::Create(o.model, std::move(test_set)));
+    evaluator = std::make_unique<TorchEvaluator>(std::move(me));
+  }
   const TimePoint start = o.start.value_or(fleet.Start());
   const TimePoint end_of_trace = start + o.round_interval * static_cast<int64_t>(rounds);
   ManualClock clock(start);
-  Engine engine(fleet, o, clock, std::move(models), std::move(names), threshold);
+  Engine engine(fleet, o, clock, std::move(models), std::move(names), threshold, o.train ? &train : nullptr);
 
   CoordinatorOptions co;
   co.rounds = rounds;
@@ -633,7 +736,7 @@ Result<SimulationResult> RunSimulation(const Fleet& fleet, const SimulationOptio
   co.seed = o.seed;
   co.run_id = o.run_id;
   co.out_dir = o.out_dir;
-  co.evaluate_every_round = false;
+  co.evaluate_every_round = evaluator != nullptr;
   co.energy.intensity = o.intensity;
   co.energy.profiles = std::move(profiles);
   co.energy.max_defer = o.max_defer;
@@ -662,7 +765,7 @@ Result<SimulationResult> RunSimulation(const Fleet& fleet, const SimulationOptio
   };
   auto selector = std::make_unique<SimSelector>(std::move(inner_selector), advance);
   SimSelector* sim_selector = selector.get();
-  Coordinator coord(std::move(co), std::move(initial), std::move(strategy), std::move(selector), nullptr, clock);
+  Coordinator coord(std::move(co), std::move(initial), std::move(strategy), std::move(selector), evaluator.get(), clock);
   coord_ptr = &coord;
 
   std::ofstream sim_csv;
@@ -739,6 +842,7 @@ Result<SimulationResult> RunSimulation(const Fleet& fleet, const SimulationOptio
   r.summary.numbers["sim_devices"] = static_cast<double>(fleet.devices.size());
   r.summary.numbers["sim_battery_threshold_percent"] = threshold;
   r.summary.strings["sim_start_utc"] = FormatUtc(start);
+  r.summary.strings["sim_mode"] = o.train ? "train" : "energy-only";
   if (!summary.ok()) r.summary.strings["sim_status"] = summary.status().ToString();
   if (!o.out_dir.empty()) {
     // The coordinator wrote summary.json; add the simulation's figures

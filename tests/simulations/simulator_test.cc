@@ -294,3 +294,42 @@ TEST_CASE("report.html and comparison.csv summarise the runs from their folders"
   CHECK(html.find("<script") == std::string::npos);
   CHECK(!WriteHtmlReport({{"missing", dir.path() / "nope"}}, nullptr, dir.path() / "r2.html").ok());
 }
+
+TEST_CASE("--train mode trains each selected device on its Dirichlet shard and reports accuracy") {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") &&
+      std::getenv("VERDANT_DATA_DIR") == nullptr) {
+    MESSAGE("Fashion-MNIST not installed: skipped");
+    return;
+  }
+  testing::TempDir dir;
+  const Fleet fleet = Generated(30, 1, {"NO", "ES"});
+  SimulationOptions o = SmallOptions(dir.path().string());
+  o.model = "mlp";
+  o.train = true;
+  o.eval_examples = 1000;
+  o.clients_per_round = 5;
+  o.rounds = 4;
+  o.uplink_codec = "int8";
+  auto r = RunSimulation(fleet, o);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  auto rounds = Csv(testing::ReadFile(dir.path() / "rounds.csv"));
+  REQUIRE(rounds.size() == 5);
+  const double acc1 = std::stod(rounds[1][Col(rounds[0], "accuracy")]);
+  const double acc4 = std::stod(rounds[4][Col(rounds[0], "accuracy")]);
+  MESSAGE("accuracy after round 1: " << acc1 << ", after round 4: " << acc4);
+  CHECK(acc4 > 0.3);  // 10 classes: chance is 0.1
+  CHECK(r->summary.final_accuracy == doctest::Approx(acc4));
+  // The clients report real training losses and shard sizes.
+  auto clients = Csv(testing::ReadFile(dir.path() / "clients.csv"));
+  bool loss_seen = false;
+  for (size_t i = 1; i < clients.size(); ++i) {
+    if (clients[i][Col(clients[0], "status")] == "completed") {
+      loss_seen |= std::stod(clients[i][Col(clients[0], "train_loss")]) > 0;
+      CHECK(std::stoul(clients[i][Col(clients[0], "num_examples")]) > 0);
+    }
+  }
+  CHECK(loss_seen);
+  SimulationOptions bad = o;
+  bad.downlink_codec = "fp16";
+  CHECK(RunSimulation(fleet, bad).status().code() == StatusCode::kInvalidArgument);
+}

@@ -70,6 +70,16 @@ struct SimulationOptions {
   const energy::CarbonIntensitySource* intensity = nullptr;
   // Profiles beyond the built-ins, for devices.csv's profile column.
   std::vector<energy::DeviceProfile> profiles;
+  // --train: each selected device trains the received model for real
+  // (LibTorch, one Trainer reused for every device) on its Dirichlet shard of
+  // Fashion-MNIST; devices.csv's num_examples is then replaced by the shard
+  // size, and the global model is evaluated every round. Needs the identity
+  // downlink. Energy-only (false): devices answer with the received model
+  // plus a tiny deterministic delta through the real codec.
+  bool train = false;
+  std::string data_dir;                      // Fashion-MNIST IDX folder; "" = DefaultFashionMnistDir()
+  std::string partition = "dirichlet:0.5";   // partitions.h spec over the devices
+  size_t eval_examples = 2000;               // test examples evaluated per round (0 = all 10,000)
   // Called on the round thread after each round (progress output).
   std::function<void(const RoundRecord&, uint64_t rounds, TimePoint virtual_now)> on_round;
 };
