@@ -49,7 +49,7 @@ TEST_CASE("verdant fleet generate writes byte-identical fleets for the same seed
   CHECK(bad.output.find("MARS@+H") != std::string::npos);
 }
 
-TEST_CASE("verdant simulate writes a real run's outputs plus report.html, and compares policies") {
+TEST_CASE("verdant simulate writes a real run's outputs plus report.html and compares policies") {
   testing::TempDir dir;
   const auto fleet = dir.path() / "fleet";
   REQUIRE(Verdant("fleet generate --devices 60 --days 1 --zones US-AZPS,NO,ES --seed 2 --out " + fleet.string())
@@ -86,7 +86,7 @@ TEST_CASE("verdant simulate writes a real run's outputs plus report.html, and co
   CHECK(c.output.find("total_g") != std::string::npos);
 }
 
-TEST_CASE("verdant simulate reads a TOML config; flags win; bad rows and keys are named") {
+TEST_CASE("verdant simulate reads a TOML config where flags win and names bad rows and keys") {
   testing::TempDir dir;
   const auto fleet = dir.path() / "fleet";
   REQUIRE(Verdant("fleet generate --devices 20 --days 1 --zones NO --out " + fleet.string()).exit_code == 0);

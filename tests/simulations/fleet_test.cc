@@ -23,7 +23,7 @@ std::string DeviceDataDir() { return VERDANT_SOURCE_DIR "/data/devices"; }
 
 }  // namespace
 
-TEST_CASE("devices and events parse; events are sorted by time") {
+TEST_CASE("devices and events parse and events are sorted by time") {
   auto fleet = ParseDevicesCsv(kDevices);
   REQUIRE(fleet.ok());
   REQUIRE(fleet->devices.size() == 2);
@@ -47,7 +47,7 @@ TEST_CASE("devices and events parse; events are sorted by time") {
   CHECK(FormatUtc(fleet->Start()) == "2022-06-01T00:00:00Z");
 }
 
-TEST_CASE("bad fleet rows name the file, line and field") {
+TEST_CASE("bad fleet rows name the file and line and field") {
   const std::string h = "device_id,profile,zone,battery_wh,ms_per_sample,up_kbps,down_kbps,embodied_kg,num_examples\n";
   struct Case {
     std::string text, want;
@@ -135,7 +135,7 @@ TEST_CASE("the generator gives byte-identical fleets for the same seed") {
   CHECK(testing::ReadFile(dir.path() / "a" / "events.csv") != testing::ReadFile(dir.path() / "c" / "events.csv"));
 }
 
-TEST_CASE("the generator's behaviour model: night charging in local time, spread of speeds") {
+TEST_CASE("the generator behaviour model: night charging in local time and a spread of speeds") {
   FleetGeneratorOptions o;
   o.devices = 300;
   o.days = 3;

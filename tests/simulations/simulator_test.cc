@@ -88,7 +88,7 @@ SimulationOptions SmallOptions(const std::string& out) {
 
 }  // namespace
 
-TEST_CASE("rounds take the virtual time of their slowest client; dropouts are failures with reasons") {
+TEST_CASE("rounds take the virtual time of their slowest client and dropouts are failures with reasons") {
   testing::TempDir dir;
   const Fleet fleet = HandMadeFleet();
   auto r = RunSimulation(fleet, SmallOptions(dir.path().string()));
