@@ -750,7 +750,10 @@ Result<SimulationResult> RunSimulation(const Fleet& fleet, const SimulationOptio
   };
   Coordinator* coord_ptr = nullptr;
   // No device can train now: move virtual time on (by one round interval,
-  // and further until a device is connected); false once the trace is over.
+  // and further until a device is connected); false (the run stops) when no
+  // device is connected any more, or when waiting has run a day past the
+  // planned end of the run.
+  const TimePoint give_up = end_of_trace + std::chrono::hours(24);
   auto advance = [&]() {
     bool ok = true;
     engine.Call([&] {
@@ -758,7 +761,7 @@ Result<SimulationResult> RunSimulation(const Fleet& fleet, const SimulationOptio
         clock.Advance(o.round_interval);
         engine.ApplyUntil(clock.Now());
       } while (engine.connected() == 0 && !engine.exhausted() && clock.Now() < end_of_trace);
-      ok = engine.connected() > 0 && clock.Now() < end_of_trace + o.round_interval * 144;
+      ok = engine.connected() > 0 && clock.Now() < give_up;
     });
     if (!ok && coord_ptr != nullptr) coord_ptr->Stop();
     return ok;

@@ -1,6 +1,7 @@
 // The simulator: the real coordinator on virtual time over a replayed fleet.
 #include <doctest/doctest.h>
 
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "verdant/energy/carbon.h"
@@ -206,6 +207,17 @@ TEST_CASE("the same fleet and seed give byte-identical outputs") {
   const std::vector<std::string> wall = {"wall_seconds", "eval_seconds"};
   CHECK(Mask(testing::ReadFile(a / "rounds.csv"), wall) == Mask(testing::ReadFile(b / "rounds.csv"), wall));
   CHECK(testing::ReadFile(a / "clients.csv").size() > 1000);
+  // summary.json: identical but for the keys that measure this host.
+  auto host_free = [](const std::filesystem::path& p) {
+    auto j = nlohmann::ordered_json::parse(testing::ReadFile(p));
+    for (const char* k : {"wall_seconds", "coordinator_cpu_seconds", "coordinator_rounds_cpu_seconds",
+                          "coordinator_peak_rss_mb"}) {
+      REQUIRE(j.contains(k));
+      j.erase(k);
+    }
+    return j.dump(2);
+  };
+  CHECK(host_free(a / "summary.json") == host_free(b / "summary.json"));
 }
 
 TEST_CASE("on the same fleet the carbon-aware selector emits less than random") {
