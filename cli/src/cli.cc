@@ -16,6 +16,7 @@
 #include <toml++/toml.h>
 
 #include "common.h"
+#include "simulate_cmd.h"
 #include "verdant/client/client_loop.h"
 #include "verdant/client/dataset.h"
 #include "verdant/client/model_zoo.h"
@@ -721,6 +722,7 @@ int RunCli(int argc, char** argv) {
   // A later flag wins (scripts/demo.sh passes defaults, the user overrides them).
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.set_version_flag("--version", "verdant 0.1.0 (wire protocol 1)");
+  cli::AddSimulateCommands(app);  // simulate, fleet generate (simulate_cmd.cc)
 
   // server
   std::string config;

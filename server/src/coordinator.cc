@@ -837,6 +837,9 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     }
     if (options_.energy.grid_time_start) {
       grid_offset_ += wait;  // replayed grid time: no real waiting
+    } else if (options_.energy.on_defer) {
+      options_.energy.on_defer(wait);  // virtual time (the simulator): no real waiting
+      if (stop_) return CancelledError("stopped while a round was deferred");
     } else {
       std::unique_lock<std::mutex> l(mu_);
       cv_.wait_for(l, std::chrono::duration_cast<std::chrono::steady_clock::duration>(wait),

@@ -68,6 +68,12 @@ struct CoordinatorEnergyOptions {
   // energy (x the profile's PUE) when plausible; a mean power above this is
   // rejected as implausible and the model is used instead. Default 10 kW.
   double max_reported_power_w = 10'000;
+  // Called instead of waiting when a deferral holds a round and
+  // grid_time_start is unset: the simulator (docs/simulator.md) advances its
+  // ManualClock by the deferral and replays the fleet up to the new time.
+  // Runs on the round thread without the coordinator's locks held, so it may
+  // call the SessionHandler methods. Unset: the round thread waits (real time).
+  std::function<void(Duration)> on_defer;
 };
 
 // Checks a client's EnergyReport before the ledger trusts it: compute_joules

@@ -1,0 +1,298 @@
+#include "verdant/simulations/fleet.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "verdant/energy/carbon.h"
+
+namespace verdant::sim {
+
+namespace {
+
+constexpr std::array<std::string_view, 9> kDeviceColumns = {
+    "device_id", "profile", "zone", "battery_wh", "ms_per_sample", "up_kbps", "down_kbps", "embodied_kg",
+    "num_examples"};
+constexpr std::array<std::string_view, 4> kEventColumns = {"time", "device_id", "kind", "value"};
+
+// Splits one line on ',' (no quoting: fields never contain commas).
+std::vector<std::string_view> SplitFields(std::string_view line) {
+  std::vector<std::string_view> f;
+  size_t start = 0;
+  for (;;) {
+    size_t comma = line.find(',', start);
+    if (comma == std::string_view::npos) {
+      f.push_back(line.substr(start));
+      return f;
+    }
+    f.push_back(line.substr(start, comma - start));
+    start = comma + 1;
+  }
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+// Iterates the lines of `text` (LF or CRLF), numbering from 1.
+class Lines {
+ public:
+  explicit Lines(std::string_view text) : text_(text) {}
+  bool Next(std::string_view& line) {
+    if (pos_ >= text_.size()) return false;
+    size_t nl = text_.find('\n', pos_);
+    if (nl == std::string_view::npos) nl = text_.size();
+    line = text_.substr(pos_, nl - pos_);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    pos_ = nl + 1;
+    ++number_;
+    return true;
+  }
+  size_t number() const { return number_; }
+
+ private:
+  std::string_view text_;
+  size_t pos_ = 0;
+  size_t number_ = 0;
+};
+
+Status RowError(std::string_view file, size_t line, std::string_view field, const std::string& what) {
+  std::string msg = std::string(file) + ":" + std::to_string(line) + ": ";
+  if (!field.empty()) msg += "field '" + std::string(field) + "': ";
+  return InvalidArgumentError(msg + what);
+}
+
+// The header's column positions for `wanted` (missing: error naming it).
+template <size_t N>
+Result<std::array<size_t, N>> MapHeader(std::string_view header, const std::array<std::string_view, N>& wanted,
+                                        std::string_view file) {
+  auto cols = SplitFields(header);
+  std::array<size_t, N> pos{};
+  for (size_t i = 0; i < N; ++i) {
+    auto it = std::find_if(cols.begin(), cols.end(), [&](std::string_view c) { return Trim(c) == wanted[i]; });
+    if (it == cols.end()) {
+      std::string all;
+      for (auto w : wanted) all += (all.empty() ? "" : ",") + std::string(w);
+      return RowError(file, 1, "", "missing column '" + std::string(wanted[i]) + "' (expected header: " + all + ")");
+    }
+    pos[i] = static_cast<size_t>(it - cols.begin());
+  }
+  return pos;
+}
+
+Result<double> ParseNumber(std::string_view s, std::string_view file, size_t line, std::string_view field) {
+  s = Trim(s);
+  double v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || p != s.data() + s.size() || !std::isfinite(v)) {
+    return RowError(file, line, field, "'" + std::string(s) + "' is not a number");
+  }
+  return v;
+}
+
+bool ValidId(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  }
+  return true;
+}
+
+Result<std::string> ReadWhole(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return NotFoundError("cannot read " + p.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string Fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+
+}  // namespace
+
+std::string_view EventKindName(EventKind k) {
+  switch (k) {
+    case EventKind::kAvailable: return "available";
+    case EventKind::kUnavailable: return "unavailable";
+    case EventKind::kChargingOn: return "charging_on";
+    case EventKind::kChargingOff: return "charging_off";
+    case EventKind::kBattery: return "battery";
+    case EventKind::kNetwork: return "network";
+    case EventKind::kIdle: return "idle";
+    case EventKind::kBusy: return "busy";
+  }
+  return "?";
+}
+
+Result<Fleet> ParseDevicesCsv(std::string_view text, std::string_view name) {
+  Lines lines(text);
+  std::string_view line;
+  if (!lines.Next(line)) return RowError(name, 1, "", "empty file (expected a header line)");
+  VERDANT_ASSIGN_OR_RETURN(auto col, MapHeader(line, kDeviceColumns, name));
+  const size_t needed = *std::max_element(col.begin(), col.end()) + 1;
+  Fleet fleet;
+  while (lines.Next(line)) {
+    const size_t ln = lines.number();
+    if (Trim(line).empty()) continue;
+    auto f = SplitFields(line);
+    if (f.size() < needed) {
+      return RowError(name, ln, kDeviceColumns[0],
+                      "row has " + std::to_string(f.size()) + " fields, the header " + std::to_string(needed));
+    }
+    Device d;
+    d.id = std::string(Trim(f[col[0]]));
+    if (!ValidId(d.id)) {
+      return RowError(name, ln, "device_id", "'" + d.id + "' is not a valid id (1-64 of A-Z a-z 0-9 - _ .)");
+    }
+    d.profile = std::string(Trim(f[col[1]]));
+    if (d.profile.empty()) return RowError(name, ln, "profile", "empty");
+    d.zone = std::string(Trim(f[col[2]]));
+    if (!ValidId(d.zone)) return RowError(name, ln, "zone", "'" + d.zone + "' is not a valid zone id");
+    struct Num {
+      size_t c;
+      double* out;
+      bool positive;  // > 0, else >= 0
+    };
+    double examples = 0;
+    const Num nums[] = {{3, &d.battery_wh, false}, {4, &d.ms_per_sample, true}, {5, &d.up_kbps, true},
+                        {6, &d.down_kbps, true},   {7, &d.embodied_kg, false}, {8, &examples, true}};
+    for (const auto& n : nums) {
+      const std::string_view field = kDeviceColumns[n.c];
+      VERDANT_ASSIGN_OR_RETURN(*n.out, ParseNumber(f[col[n.c]], name, ln, field));
+      if (n.positive ? !(*n.out > 0) : !(*n.out >= 0)) {
+        return RowError(name, ln, field, Fixed(*n.out, 6) + (n.positive ? " must be > 0" : " must be >= 0"));
+      }
+    }
+    if (examples != std::floor(examples) || examples > 1e12) {
+      return RowError(name, ln, "num_examples", "'" + std::string(Trim(f[col[8]])) + "' is not a whole number");
+    }
+    d.num_examples = static_cast<uint64_t>(examples);
+    const auto idx = static_cast<uint32_t>(fleet.devices.size());
+    if (!fleet.index.emplace(d.id, idx).second) {
+      return RowError(name, ln, "device_id", "duplicate device '" + d.id + "'");
+    }
+    fleet.devices.push_back(std::move(d));
+  }
+  return fleet;
+}
+
+Status ParseEventsCsv(std::string_view text, Fleet& fleet, std::string_view name) {
+  Lines lines(text);
+  std::string_view line;
+  if (!lines.Next(line)) return RowError(name, 1, "", "empty file (expected a header line)");
+  VERDANT_ASSIGN_OR_RETURN(auto col, MapHeader(line, kEventColumns, name));
+  const size_t needed = *std::max_element(col.begin(), col.end()) + 1;
+  std::vector<FleetEvent> events;
+  while (lines.Next(line)) {
+    const size_t ln = lines.number();
+    if (Trim(line).empty()) continue;
+    auto f = SplitFields(line);
+    if (f.size() < needed) {
+      return RowError(name, ln, kEventColumns[0],
+                      "row has " + std::to_string(f.size()) + " fields, the header " + std::to_string(needed));
+    }
+    FleetEvent e;
+    const std::string_view ts = Trim(f[col[0]]);
+    auto t = energy::ParseUtcTimestamp(ts);
+    if (!t.ok()) return RowError(name, ln, "time", "'" + std::string(ts) + "' is not an ISO 8601 UTC time");
+    e.time = *t;
+    const std::string_view id = Trim(f[col[1]]);
+    auto it = fleet.index.find(std::string(id));
+    if (it == fleet.index.end()) {
+      return RowError(name, ln, "device_id", "unknown device '" + std::string(id) + "' (not in devices.csv)");
+    }
+    e.device = it->second;
+    const std::string_view kind = Trim(f[col[2]]);
+    const std::string_view value = Trim(f[col[3]]);
+    static constexpr EventKind kKinds[] = {EventKind::kAvailable,  EventKind::kUnavailable, EventKind::kChargingOn,
+                                           EventKind::kChargingOff, EventKind::kBattery,     EventKind::kNetwork,
+                                           EventKind::kIdle,        EventKind::kBusy};
+    bool found = false;
+    for (EventKind k : kKinds) {
+      if (EventKindName(k) == kind) {
+        e.kind = k;
+        found = true;
+      }
+    }
+    if (!found) {
+      return RowError(name, ln, "kind",
+                      "'" + std::string(kind) +
+                          "' is not one of available, unavailable, charging_on, charging_off, battery, network, "
+                          "idle, busy");
+    }
+    if (e.kind == EventKind::kBattery) {
+      VERDANT_ASSIGN_OR_RETURN(double v, ParseNumber(value, name, ln, "value"));
+      if (!(v >= 0 && v <= 100)) return RowError(name, ln, "value", "battery level " + Fixed(v, 3) + " outside 0..100");
+      e.battery_percent = static_cast<float>(v);
+    } else if (e.kind == EventKind::kNetwork) {
+      if (value == "wifi") e.network = Network::kWifi;
+      else if (value == "cellular") e.network = Network::kCellular;
+      else return RowError(name, ln, "value", "network '" + std::string(value) + "' is not wifi or cellular");
+    } else if (!value.empty()) {
+      return RowError(name, ln, "value", "'" + std::string(kind) + "' takes no value, got '" + std::string(value) + "'");
+    }
+    events.push_back(e);
+  }
+  std::stable_sort(events.begin(), events.end(), [](const FleetEvent& a, const FleetEvent& b) { return a.time < b.time; });
+  fleet.events = std::move(events);
+  return OkStatus();
+}
+
+Result<Fleet> LoadFleet(const std::filesystem::path& dir) {
+  VERDANT_ASSIGN_OR_RETURN(std::string devices, ReadWhole(dir / "devices.csv"));
+  VERDANT_ASSIGN_OR_RETURN(std::string events, ReadWhole(dir / "events.csv"));
+  VERDANT_ASSIGN_OR_RETURN(Fleet fleet, ParseDevicesCsv(devices, (dir / "devices.csv").string()));
+  if (fleet.devices.empty()) return InvalidArgumentError((dir / "devices.csv").string() + ": no devices");
+  VERDANT_RETURN_IF_ERROR(ParseEventsCsv(events, fleet, (dir / "events.csv").string()));
+  return fleet;
+}
+
+Status WriteFleet(const Fleet& fleet, const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return UnavailableError("cannot create " + dir.string() + ": " + ec.message());
+  {
+    std::ofstream out(dir / "devices.csv", std::ios::binary | std::ios::trunc);
+    if (!out) return UnavailableError("cannot write " + (dir / "devices.csv").string());
+    std::string header;
+    for (auto c : kDeviceColumns) header += (header.empty() ? "" : ",") + std::string(c);
+    out << header << '\n';
+    for (const auto& d : fleet.devices) {
+      out << d.id << ',' << d.profile << ',' << d.zone << ',' << Fixed(d.battery_wh, 2) << ','
+          << Fixed(d.ms_per_sample, 4) << ',' << Fixed(d.up_kbps, 1) << ',' << Fixed(d.down_kbps, 1) << ','
+          << Fixed(d.embodied_kg, 1) << ',' << d.num_examples << '\n';
+    }
+    if (!out.flush()) return UnavailableError("writing " + (dir / "devices.csv").string() + " failed");
+  }
+  std::ofstream out(dir / "events.csv", std::ios::binary | std::ios::trunc);
+  if (!out) return UnavailableError("cannot write " + (dir / "events.csv").string());
+  out << "time,device_id,kind,value\n";
+  std::string line;
+  for (const auto& e : fleet.events) {
+    line = FormatUtc(e.time);
+    line += ',';
+    line += fleet.devices.at(e.device).id;
+    line += ',';
+    line += EventKindName(e.kind);
+    line += ',';
+    if (e.kind == EventKind::kBattery) line += Fixed(e.battery_percent, 1);
+    if (e.kind == EventKind::kNetwork) line += e.network == Network::kWifi ? "wifi" : "cellular";
+    line += '\n';
+    out << line;
+  }
+  if (!out.flush()) return UnavailableError("writing " + (dir / "events.csv").string() + " failed");
+  return OkStatus();
+}
+
+}  // namespace verdant::sim
