@@ -15,6 +15,7 @@
 #include "verdant/client/trainer.h"
 #include "verdant/server/coordinator.h"
 #include "verdant/testing/temp_dir.h"
+#include "verdant/testing/process.h"
 
 using namespace verdant;
 using namespace std::chrono_literals;
@@ -34,22 +35,8 @@ class TorchEval final : public Evaluator {
   std::unique_ptr<ModelEvaluator> e_;
 };
 
-struct Command {
-  int exit_code = -1;
-  std::string output;
-};
-
-Command RunBinary(const std::string& args) {
-  std::string cmd = std::string(VERDANT_BINARY) + " " + args + " 2>&1";
-  Command c;
-  std::FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) c.output.append(buf, n);
-  int st = pclose(p);
-  c.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return c;
+verdant::testing::CommandResult RunBinary(const std::string& args) {
+  return verdant::testing::RunCommand(VERDANT_BINARY, args);
 }
 
 }  // namespace

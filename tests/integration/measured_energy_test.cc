@@ -19,6 +19,7 @@
 #include "verdant/client/client_loop.h"
 #include "verdant/server/coordinator.h"
 #include "verdant/testing/temp_dir.h"
+#include "verdant/testing/process.h"
 
 using namespace verdant;
 using namespace std::chrono_literals;
@@ -175,22 +176,8 @@ TEST_CASE("clients measure their training with RAPL or the battery and the ledge
 
 namespace {
 
-struct BinaryRun {
-  int exit_code = -1;
-  std::string output;
-};
-
-BinaryRun RunVerdant(const std::string& args) {
-  std::string cmd = std::string(VERDANT_BINARY) + " " + args + " 2>&1";
-  BinaryRun c;
-  std::FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) c.output.append(buf, n);
-  int st = pclose(p);
-  c.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return c;
+verdant::testing::CommandResult RunVerdant(const std::string& args) {
+  return verdant::testing::RunCommand(VERDANT_BINARY, args);
 }
 
 }  // namespace

@@ -14,27 +14,14 @@
 #include <vector>
 
 #include "verdant/testing/temp_dir.h"
+#include "verdant/testing/process.h"
 
 using namespace verdant;
 
 namespace {
 
-struct BinaryRun {
-  int exit_code = -1;
-  std::string output;
-};
-
-BinaryRun RunVerdant(const std::string& args) {
-  std::string cmd = std::string(VERDANT_BINARY) + " " + args + " 2>&1";
-  BinaryRun c;
-  std::FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) c.output.append(buf, n);
-  int st = pclose(p);
-  c.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return c;
+verdant::testing::CommandResult RunVerdant(const std::string& args) {
+  return verdant::testing::RunCommand(VERDANT_BINARY, args);
 }
 
 // The number after "key": in pretty-printed summary.json; NaN when absent.

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <thread>
 
 extern char** environ;
@@ -84,6 +85,22 @@ uint16_t FreeLoopbackPort() {
   }
   if (fd >= 0) ::close(fd);
   return port;
+}
+
+CommandResult RunCommand(const std::string& binary, const std::string& args) {
+  const std::string cmd = binary + " " + args + " 2>&1";
+  CommandResult c;
+  std::FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) {
+    c.output = "popen failed: " + cmd;
+    return c;
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) c.output.append(buf, n);
+  const int st = ::pclose(p);
+  c.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return c;
 }
 
 }  // namespace verdant::testing

@@ -42,4 +42,13 @@ class Process {
 // A TCP port on 127.0.0.1 that was free a moment ago.
 uint16_t FreeLoopbackPort();
 
+// Runs `binary args` through the shell (args are shell words, as typed),
+// waits for it and returns its exit code (-1 if it did not exit normally or
+// could not be started) with stdout and stderr together.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+CommandResult RunCommand(const std::string& binary, const std::string& args);
+
 }  // namespace verdant::testing
