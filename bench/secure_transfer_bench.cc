@@ -171,7 +171,7 @@ class ModelSink {
       buffer_.assign(info.payload_bytes(), 0);
     }
   }
-  Status Add(const wire::Chunk& c) {
+  Status Add(const ChunkView& c) {
     if (mode_ == SinkMode::kAssembler) {
       VERDANT_RETURN_IF_ERROR(assembler_->Add(c));
       if (assembler_->complete()) {
@@ -180,16 +180,15 @@ class ModelSink {
       }
       return OkStatus();
     }
-    if (c.stream_id() != info_.stream_id() || c.seq() != next_seq_ ||
-        filled_ + c.data().size() > info_.payload_bytes()) {
+    if (c.stream_id != info_.stream_id() || c.seq != next_seq_ || filled_ + c.data.size() > info_.payload_bytes()) {
       return DataLossError("bad chunk");
     }
     if (mode_ == SinkMode::kExact) {
-      buffer_.insert(buffer_.end(), c.data().begin(), c.data().end());
+      buffer_.insert(buffer_.end(), c.data.begin(), c.data.end());
     } else {
-      std::memcpy(buffer_.data() + filled_, c.data().data(), c.data().size());
+      std::memcpy(buffer_.data() + filled_, c.data.data(), c.data.size());
     }
-    filled_ += c.data().size();
+    filled_ += c.data.size();
     ++next_seq_;
     return OkStatus();
   }
@@ -215,11 +214,21 @@ class SinkHandler final : public SessionHandler {
     session_ = s;
     cv_.notify_all();
   }
-  void OnMessage(const SessionPtr&, wire::Envelope&& m) override {
-    std::lock_guard<std::mutex> l(mu_);
-    if (!expecting_ || !m.has_chunk()) {
+  void OnMessage(const SessionPtr& s, wire::Envelope&& m) override {
+    if (!m.has_chunk()) {
+      std::lock_guard<std::mutex> l(mu_);
       error_ = DataLossError("unexpected message");
-    } else if (Status st = sink_.Add(m.chunk()); !st.ok()) {
+      cv_.notify_all();
+      return;
+    }
+    OnChunk(s, ToChunkView(m.chunk()));
+  }
+  // Chunks arrive as views of the decrypted frame, as in the coordinator.
+  void OnChunk(const SessionPtr&, const ChunkView& c) override {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!expecting_) {
+      error_ = DataLossError("unexpected message");
+    } else if (Status st = sink_.Add(c); !st.ok()) {
       error_ = st;
     } else if (sink_.complete()) {
       received_ = sink_.bytes();
@@ -436,7 +445,7 @@ void BM_Download(benchmark::State& state) {
     for (const auto& c : link.chunks) link.session->Send(c);
     while (!sink.complete()) {
       auto m = link.conn->Receive(30s);
-      if (!m.ok() || !m->has_chunk() || !sink.Add(m->chunk()).ok()) {
+      if (!m.ok() || !m->has_chunk() || !sink.Add(ToChunkView(m->chunk())).ok()) {
         state.SkipWithError("download failed");
         break;
       }

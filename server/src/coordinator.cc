@@ -412,6 +412,23 @@ void Coordinator::OnSessionClosed(const SessionPtr& session, const Status& reaso
   cv_.notify_all();
 }
 
+void Coordinator::OnChunk(const SessionPtr& s, const ChunkView& c) {
+  ClientEntry* e = nullptr;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = clients_.find(s->id());
+    if (it == clients_.end()) return;
+    e = &it->second;  // stable: only this session's strand erases it
+    e->last_message = std::chrono::steady_clock::now();
+  }
+  if (!e->welcomed) {
+    spdlog::warn("session {} ({}): Chunk before Hello; closing", s->id(), s->remote_address());
+    s->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "expected Hello first");
+    return;
+  }
+  HandleChunk(s, *e, c);
+}
+
 void Coordinator::OnMessage(const SessionPtr& s, wire::Envelope&& m) {
   ClientEntry* e = nullptr;
   {
@@ -450,7 +467,7 @@ void Coordinator::OnMessage(const SessionPtr& s, wire::Envelope&& m) {
       HandleTrainResult(s, *e, m.train_result());
       return;
     case wire::Envelope::kChunk:
-      HandleChunk(s, *e, m.chunk());
+      HandleChunk(s, *e, ToChunkView(m.chunk()));
       return;
     case wire::Envelope::kEvalResult:
       return;  // federated evaluation is not scheduled by this coordinator yet
@@ -605,7 +622,7 @@ void Coordinator::HandleTrainResult(const SessionPtr& s, ClientEntry& e, const w
   a->data = TakeUploadBuffer(p.payload_bytes());
   e.upload_header = r;
   e.upload = std::move(a);
-  if (e.upload->complete()) HandleChunk(s, e, wire::Chunk());  // empty payload
+  if (e.upload->complete()) HandleChunk(s, e, ChunkView{});  // empty payload
 }
 
 ByteBuffer Coordinator::TakeUploadBuffer(uint64_t declared_bytes) {
@@ -635,7 +652,7 @@ void Coordinator::ReturnUploadBuffer(ByteBuffer buffer) {
   if (upload_pool_.size() < upload_pool_limit_) upload_pool_.push_back(std::move(buffer));
 }
 
-void Coordinator::HandleChunk(const SessionPtr& s, ClientEntry& e, const wire::Chunk& c) {
+void Coordinator::HandleChunk(const SessionPtr& s, ClientEntry& e, const ChunkView& c) {
   if (!e.upload) {
     s->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "Chunk without a TrainResult");
     return;
@@ -644,19 +661,19 @@ void Coordinator::HandleChunk(const SessionPtr& s, ClientEntry& e, const wire::C
   if (!u.complete()) {
     // The checks of PayloadAssembler::Add.
     std::string bad;
-    if (c.stream_id() != u.info.stream_id()) {
-      bad = "chunk for stream " + std::to_string(c.stream_id()) + " while receiving stream " +
+    if (c.stream_id != u.info.stream_id()) {
+      bad = "chunk for stream " + std::to_string(c.stream_id) + " while receiving stream " +
             std::to_string(u.info.stream_id());
-    } else if (c.seq() != u.received_chunks) {
-      bad = "chunk " + std::to_string(c.seq()) + " out of order (expected " + std::to_string(u.received_chunks) + ")";
+    } else if (c.seq != u.received_chunks) {
+      bad = "chunk " + std::to_string(c.seq) + " out of order (expected " + std::to_string(u.received_chunks) + ")";
     } else if (u.received_chunks >= u.info.num_chunks()) {
       bad = "more chunks than declared";
-    } else if (u.data.size() + c.data().size() > u.info.payload_bytes()) {
+    } else if (u.data.size() + c.data.size() > u.info.payload_bytes()) {
       bad = "chunks overflow the declared payload size";
-    } else if (c.data().empty()) {
+    } else if (c.data.empty()) {
       bad = "empty chunk";
     } else {
-      u.data.insert(u.data.end(), c.data().begin(), c.data().end());
+      u.data.insert(u.data.end(), c.data.begin(), c.data.end());
       ++u.received_chunks;
       if (u.received_chunks == u.info.num_chunks() && u.data.size() != u.info.payload_bytes()) {
         bad = "payload ended at " + std::to_string(u.data.size()) + " of " + std::to_string(u.info.payload_bytes()) +

@@ -169,6 +169,12 @@ TEST_CASE("garbage connections do not disturb a running round") {
   task.mutable_train_result()->set_task_id(1);
   testing::RawSocket early(h.port());
   early.Write(testing::FrameEnvelope(task));
+  // A Chunk takes the session's zero-copy path; before Hello it is refused too.
+  wire::Envelope chunk;
+  chunk.mutable_chunk()->set_stream_id(1);
+  chunk.mutable_chunk()->set_data("model bytes");
+  testing::RawSocket early_chunk(h.port());
+  early_chunk.Write(testing::FrameEnvelope(chunk));
   testing::RawSocket huge(h.port());
   huge.Write({0xff, 0xff, 0xff, 0xff});
   auto summary = h.coord.Run();
@@ -177,6 +183,7 @@ TEST_CASE("garbage connections do not disturb a running round") {
   REQUIRE(summary.ok());
   CHECK(summary->rounds_completed == 2);
   CHECK(early.WaitClosed(2000));
+  CHECK(early_chunk.WaitClosed(2000));
   CHECK(huge.WaitClosed(2000));
 }
 

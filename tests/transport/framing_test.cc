@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <optional>
+
 #include "verdant/core/rng.h"
 #include "verdant/testing/temp_dir.h"
 #include "verdant/transport/framing.h"
@@ -143,6 +146,104 @@ TEST_CASE("chunk messages are byte for byte protobuf's serialisation") {
       }
     }
   }
+}
+
+namespace {
+
+// What protobuf reads from `bytes`, as a view, when they are a Chunk envelope.
+std::optional<ChunkView> ProtobufChunk(std::span<const uint8_t> bytes, wire::Envelope& env) {
+  auto parsed = ParseEnvelope(bytes);
+  if (!parsed.ok() || !parsed->has_chunk()) return std::nullopt;
+  env = std::move(*parsed);
+  return ToChunkView(env.chunk());
+}
+
+bool SameChunk(const ChunkView& a, const ChunkView& b) {
+  return a.stream_id == b.stream_id && a.seq == b.seq && std::ranges::equal(a.data, b.data);
+}
+
+}  // namespace
+
+TEST_CASE("chunk views read what protobuf reads, in place") {
+  Rng rng(12);
+  std::vector<uint8_t> payload(70000);
+  for (auto& b : payload) b = static_cast<uint8_t>(rng.Next());
+  for (uint64_t stream : {uint64_t{0}, uint64_t{1}, uint64_t{300}, ~uint64_t{0}}) {
+    for (uint32_t chunk_bytes : {127u, 128u, 65536u}) {
+      for (const auto& c : MakeChunkMessages(stream, payload, chunk_bytes)) {
+        auto view = ParseChunkView(*c);
+        REQUIRE(view.has_value());
+        wire::Envelope env;
+        auto want = ProtobufChunk(*c, env);
+        REQUIRE(want.has_value());
+        CHECK(SameChunk(*view, *want));
+        // No copy: the data lies inside the message bytes.
+        CHECK(view->data.data() >= c->data());
+        CHECK(view->data.data() + view->data.size() == c->data() + c->size());
+      }
+    }
+  }
+  // Fields in another order, and absent fields, are read as protobuf reads them.
+  const std::vector<uint8_t> reordered = {0x42, 9, 0x1a, 3, 'a', 'b', 'c', 0x10, 5, 0x08, 7};
+  auto view = ParseChunkView(reordered);
+  REQUIRE(view.has_value());
+  CHECK(view->stream_id == 7);
+  CHECK(view->seq == 5);
+  CHECK(view->data.size() == 3);
+  const std::vector<uint8_t> empty_chunk = {0x42, 0};
+  view = ParseChunkView(empty_chunk);
+  REQUIRE(view.has_value());
+  CHECK((view->stream_id == 0 && view->seq == 0 && view->data.empty()));
+}
+
+TEST_CASE("chunk views leave everything unusual to protobuf") {
+  // Each of these is either not a plain Chunk envelope or malformed: the
+  // view declines, and ParseEnvelope (which the session falls back to)
+  // decides.
+  const std::vector<std::vector<uint8_t>> declined = {
+      {},                                    // nothing
+      {0x0a, 0},                             // a Hello
+      {0x42, 2, 0x08, 1, 0x00},              // length past the end
+      {0x42, 2, 0x08, 1, 0x22, 0},           // trailing field after the chunk
+      {0x42, 4, 0x08, 1, 0x08, 2},           // duplicate stream id (protobuf: last wins)
+      {0x42, 2, 0x20, 1},                    // unknown Chunk field
+      {0x42, 3, 0x1a, 5, 'x'},               // data longer than the message
+      {0x42, 2, 0x08, 0x80},                 // truncated varint
+      {0x42, 11, 0x10, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01},  // seq wider than uint32
+      {0xc2, 0x00, 0},                       // a non-minimal tag
+  };
+  for (const auto& bytes : declined) {
+    CAPTURE(bytes.size());
+    CHECK_FALSE(ParseChunkView(bytes).has_value());
+  }
+  // Random corruptions of real chunk messages: whatever the view accepts,
+  // protobuf parses to the same fields.
+  Rng rng(13);
+  std::vector<uint8_t> payload(300);
+  for (auto& b : payload) b = static_cast<uint8_t>(rng.Next());
+  const auto chunks = MakeChunkMessages(300, payload, 100);
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::vector<uint8_t> m = *chunks[rng.Next() % chunks.size()];
+    const int edits = 1 + static_cast<int>(rng.Next() % 3);
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = rng.Next() % m.size();
+      switch (rng.Next() % 3) {
+        case 0: m[at] = static_cast<uint8_t>(rng.Next()); break;
+        case 1: m.resize(at + 1); break;
+        default: m.insert(m.begin() + static_cast<long>(at), static_cast<uint8_t>(rng.Next())); break;
+      }
+      if (m.empty()) m.push_back(0);
+    }
+    auto view = ParseChunkView(m);
+    if (!view) continue;
+    ++accepted;
+    wire::Envelope env;
+    auto want = ProtobufChunk(m, env);
+    REQUIRE(want.has_value());
+    CHECK(SameChunk(*view, *want));
+  }
+  CHECK(accepted > 100);  // the corruptions did exercise the accepting path
 }
 
 TEST_CASE("an assembler reuses the storage it is given") {

@@ -124,27 +124,86 @@ PayloadAssembler::PayloadAssembler(const wire::PayloadInfo& info, uint64_t max_p
   if (status_.ok()) data_.reserve(std::min<uint64_t>(info_.payload_bytes(), std::max<uint64_t>(data_.capacity(), 64ull << 20)));
 }
 
-Status PayloadAssembler::Add(const wire::Chunk& chunk) {
+ChunkView ToChunkView(const wire::Chunk& chunk) {
+  return ChunkView{chunk.stream_id(), chunk.seq(),
+                   std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(chunk.data().data()), chunk.data().size())};
+}
+
+namespace {
+
+// Reads a varint at `p` (protobuf: at most 10 bytes, the 10th carrying one
+// bit). False when truncated or overlong.
+bool GetVarint(const uint8_t*& p, const uint8_t* end, uint64_t& v) {
+  v = 0;
+  for (int shift = 0; shift < 64 && p < end; shift += 7) {
+    const uint8_t b = *p++;
+    if (shift == 63 && b > 1) return false;
+    v |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if ((b & 0x80) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::optional<ChunkView> ParseChunkView(std::span<const uint8_t> bytes) {
+  const uint8_t* p = bytes.data();
+  const uint8_t* end = p + bytes.size();
+  uint64_t len = 0;
+  // The envelope: one field, the chunk, spanning the rest of the bytes.
+  if (p == end || *p++ != kEnvelopeChunkTag || !GetVarint(p, end, len) || len != static_cast<uint64_t>(end - p)) {
+    return std::nullopt;
+  }
+  ChunkView view;
+  bool seen_stream = false, seen_seq = false, seen_data = false;
+  while (p < end) {
+    uint64_t v = 0;
+    switch (*p++) {
+      case kStreamIdTag:
+        if (seen_stream || !GetVarint(p, end, v)) return std::nullopt;
+        view.stream_id = v;
+        seen_stream = true;
+        break;
+      case kSeqTag:
+        // A uint32 field: protobuf truncates wider values; leave those to it.
+        if (seen_seq || !GetVarint(p, end, v) || v > UINT32_MAX) return std::nullopt;
+        view.seq = static_cast<uint32_t>(v);
+        seen_seq = true;
+        break;
+      case kDataTag:
+        if (seen_data || !GetVarint(p, end, v) || v > static_cast<uint64_t>(end - p)) return std::nullopt;
+        view.data = std::span<const uint8_t>(p, static_cast<size_t>(v));
+        p += v;
+        seen_data = true;
+        break;
+      default:
+        return std::nullopt;  // unknown or multi-byte tags: protobuf's job
+    }
+  }
+  return view;
+}
+
+Status PayloadAssembler::Add(const ChunkView& chunk) {
   if (!status_.ok()) return status_;
-  if (chunk.stream_id() != info_.stream_id()) {
-    status_ = DataLossError("chunk for stream " + std::to_string(chunk.stream_id()) +
+  if (chunk.stream_id != info_.stream_id()) {
+    status_ = DataLossError("chunk for stream " + std::to_string(chunk.stream_id) +
                             " while receiving stream " + std::to_string(info_.stream_id()));
-  } else if (chunk.seq() != received_chunks_) {
-    status_ = DataLossError("chunk " + std::to_string(chunk.seq()) + " out of order (expected " +
+  } else if (chunk.seq != received_chunks_) {
+    status_ = DataLossError("chunk " + std::to_string(chunk.seq) + " out of order (expected " +
                             std::to_string(received_chunks_) + ")");
   } else if (received_chunks_ >= info_.num_chunks()) {
     status_ = DataLossError("more chunks than declared");
-  } else if (data_.size() + chunk.data().size() > info_.payload_bytes()) {
+  } else if (data_.size() + chunk.data.size() > info_.payload_bytes()) {
     status_ = DataLossError("chunks overflow the declared payload size");
-  } else if (chunk.data().empty()) {
+  } else if (chunk.data.empty()) {
     status_ = DataLossError("empty chunk");
   }
   if (!status_.ok()) return status_;
-  if (data_.capacity() < info_.payload_bytes() && data_.size() + chunk.data().size() > data_.capacity()) {
+  if (data_.capacity() < info_.payload_bytes() && data_.size() + chunk.data.size() > data_.capacity()) {
     // Past the first 64 MiB: grow to the declared size once, not by doubling.
     data_.reserve(info_.payload_bytes());
   }
-  data_.insert(data_.end(), chunk.data().begin(), chunk.data().end());
+  data_.insert(data_.end(), chunk.data.begin(), chunk.data.end());
   ++received_chunks_;
   if (received_chunks_ == info_.num_chunks() && data_.size() != info_.payload_bytes()) {
     status_ = DataLossError("payload ended at " + std::to_string(data_.size()) + " of " +

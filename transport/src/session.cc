@@ -87,12 +87,22 @@ class FrameBuffer {
 
 class SessionImpl;
 
+wire::Envelope ChunkEnvelope(const ChunkView& c) {
+  wire::Envelope env;
+  wire::Chunk* chunk = env.mutable_chunk();
+  chunk->set_stream_id(c.stream_id);
+  chunk->set_seq(c.seq);
+  chunk->set_data(c.data.data(), c.data.size());
+  return env;
+}
+
 // Receives session events; owned by the server or the client connection.
 class SessionOwner {
  public:
   virtual ~SessionOwner() = default;
   virtual void Opened(const std::shared_ptr<SessionImpl>& s) = 0;
   virtual void Message(const std::shared_ptr<SessionImpl>& s, wire::Envelope&& m) = 0;
+  virtual void Chunk(const std::shared_ptr<SessionImpl>& s, const ChunkView& c) { Message(s, ChunkEnvelope(c)); }
   virtual void Closed(const std::shared_ptr<SessionImpl>& s, const Status& reason, bool was_open) = 0;
 };
 
@@ -329,6 +339,14 @@ class SessionImpl final : public Session {
         Fail(n.status().WithContext("record"));
         return false;
       }
+      // Chunks, i.e. nearly all the bytes of a model, reach the owner as a
+      // view of this frame: no copy into a protobuf string.
+      if (auto chunk = ParseChunkView(frame_.span().first(*n))) {
+        ArmIdleTimer();
+        if (!closing_) owner_->Chunk(Self(), *chunk);
+        if (closed_) return false;
+        return ReleaseIdleFrame();
+      }
       auto env = ParseEnvelope(frame_.span().first(*n));
       if (!env.ok()) {
         Fail(env.status());
@@ -338,8 +356,13 @@ class SessionImpl final : public Session {
       if (!closing_) owner_->Message(Self(), std::move(*env));
       if (closed_) return false;
     }
+    return ReleaseIdleFrame();
+  }
+
+  // Keeps a large frame buffer while a stream is flowing; releases it when
+  // idle. Returns true (the session is still open).
+  bool ReleaseIdleFrame() {
     if (frame_.capacity() > kKeepBufferBytes) {
-      // Keep the buffer while a stream is flowing; release it when idle.
       std::error_code ec;
       if (socket_.available(ec) == 0 || ec) frame_.Release();
     }
@@ -572,6 +595,7 @@ class TcpServerImpl final : public TcpServer, public SessionOwner {
   void Message(const std::shared_ptr<SessionImpl>& s, wire::Envelope&& m) override {
     handler_.OnMessage(s, std::move(m));
   }
+  void Chunk(const std::shared_ptr<SessionImpl>& s, const ChunkView& c) override { handler_.OnChunk(s, c); }
   void Closed(const std::shared_ptr<SessionImpl>& s, const Status& reason, bool was_open) override {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -828,6 +852,7 @@ class ClientPoolImpl final : public ClientPool, public SessionOwner {
   void Message(const std::shared_ptr<SessionImpl>& s, wire::Envelope&& m) override {
     handler_.OnMessage(s, std::move(m));
   }
+  void Chunk(const std::shared_ptr<SessionImpl>& s, const ChunkView& c) override { handler_.OnChunk(s, c); }
   void Closed(const std::shared_ptr<SessionImpl>& s, const Status& reason, bool was_open) override {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -853,6 +878,10 @@ class ClientPoolImpl final : public ClientPool, public SessionOwner {
 };
 
 }  // namespace
+
+void SessionHandler::OnChunk(const SessionPtr& session, const ChunkView& chunk) {
+  OnMessage(session, ChunkEnvelope(chunk));
+}
 
 std::unique_ptr<ClientPool> ClientPool::Create(const Options& options, SessionHandler& handler) {
   return std::make_unique<ClientPoolImpl>(options, handler);

@@ -166,6 +166,7 @@ class Coordinator final : public SessionHandler {
   // SessionHandler
   void OnSessionOpen(const SessionPtr& session) override;
   void OnMessage(const SessionPtr& session, wire::Envelope&& message) override;
+  void OnChunk(const SessionPtr& session, const ChunkView& chunk) override;
   void OnSessionClosed(const SessionPtr& session, const Status& reason) override;
 
  private:
@@ -208,7 +209,7 @@ class Coordinator final : public SessionHandler {
 
   void HandleHello(const SessionPtr& s, ClientEntry& e, const wire::Hello& hello);
   void HandleTrainResult(const SessionPtr& s, ClientEntry& e, const wire::TrainResult& r);
-  void HandleChunk(const SessionPtr& s, ClientEntry& e, const wire::Chunk& c);
+  void HandleChunk(const SessionPtr& s, ClientEntry& e, const ChunkView& c);
   void Push(Event ev);
   // An empty buffer for an upload of `declared_bytes`, from upload_pool_
   // when it has one (so a model-sized buffer is not allocated, page-faulted

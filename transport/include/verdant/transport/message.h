@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -43,6 +44,23 @@ std::vector<SharedBytes> MakeChunkMessages(uint64_t stream_id, std::span<const u
                                            uint32_t chunk_bytes = kDefaultChunkBytes);
 uint32_t NumChunks(uint64_t payload_bytes, uint32_t chunk_bytes = kDefaultChunkBytes);
 
+// A Chunk envelope read in place: `data` points into the bytes given to
+// ParseChunkView and is valid only while they are. Receivers of model-sized
+// payloads use it to copy each chunk once, into their assembler, instead of
+// into a protobuf string first.
+struct ChunkView {
+  uint64_t stream_id = 0;
+  uint32_t seq = 0;
+  std::span<const uint8_t> data;
+};
+ChunkView ToChunkView(const wire::Chunk& chunk);
+// The chunk when `bytes` are an Envelope holding a Chunk and nothing else,
+// each Chunk field at most once (any order, as protobuf would read them);
+// std::nullopt otherwise, including for any malformed input, which
+// ParseEnvelope then reports. Whatever this accepts, ParseEnvelope parses
+// to the same stream id, seq and data.
+std::optional<ChunkView> ParseChunkView(std::span<const uint8_t> bytes);
+
 // Reassembles one payload from its Chunks, enforcing order, stream id and the
 // declared size. Allocation grows with bytes actually received, never with a
 // claimed size.
@@ -58,7 +76,8 @@ class PayloadAssembler {
   const wire::PayloadInfo& info() const { return info_; }
   // kDataLoss for a chunk out of order, of another stream, or overflowing
   // the declared size.
-  Status Add(const wire::Chunk& chunk);
+  Status Add(const ChunkView& chunk);
+  Status Add(const wire::Chunk& chunk) { return Add(ToChunkView(chunk)); }
   bool complete() const { return status_.ok() && received_chunks_ == info_.num_chunks() &&
                                  data_.size() == info_.payload_bytes(); }
   uint64_t bytes_received() const { return data_.size(); }

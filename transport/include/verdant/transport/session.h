@@ -56,6 +56,10 @@ class SessionHandler {
   // One decoded message. Malformed frames never reach here: they close the
   // session with the reason.
   virtual void OnMessage(const SessionPtr& session, wire::Envelope&& message) = 0;
+  // A Chunk message, as a view of the decrypted frame that is valid only
+  // during the call, so a handler can copy model-sized payloads once. The
+  // default makes the Envelope and calls OnMessage.
+  virtual void OnChunk(const SessionPtr& session, const ChunkView& chunk);
   // Called exactly once per session that reached OnSessionOpen, with why it closed.
   virtual void OnSessionClosed(const SessionPtr& session, const Status& reason) = 0;
 };
