@@ -296,7 +296,8 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
     VERDANT_RETURN_IF_ERROR(down_codec->DecodeAccumulate(model_bytes, 1.0f, held_model_).WithContext("model delta"));
   } else {
     held_version_ = 0;
-    held_model_.assign(info.num_params(), 0.0f);
+    // Decode writes every value (codec.h): no zero-fill of a reused buffer.
+    held_model_.resize(info.num_params());
     VERDANT_RETURN_IF_ERROR(down_codec->Decode(model_bytes, held_model_).WithContext("decoding the model"));
   }
   held_version_ = task.model_version();
@@ -341,10 +342,16 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   Rng rng(task.seed());
   ByteBuffer& encoded = encoded_;
   encoded.clear();
-  if (task.uplink_codec().find("topk") != std::string::npos) {
+  std::span<const uint8_t> payload;
+  if (codec->Name() == "identity") {
+    // The identity encoding is the floats' own bytes: chunk them in place.
+    payload = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(delta.data()), delta.size() * sizeof(float));
+  } else if (task.uplink_codec().find("topk") != std::string::npos) {
     VERDANT_RETURN_IF_ERROR(EncodeWithErrorFeedback(*codec, info.layout_fingerprint(), delta, rng, encoded));
+    payload = encoded;
   } else {
     VERDANT_RETURN_IF_ERROR(codec->Encode(delta, rng, encoded).WithContext("encoding the delta"));
+    payload = encoded;
   }
   wire::Envelope env;
   auto* r = env.mutable_train_result();
@@ -376,14 +383,14 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   p->set_encoding(task.uplink_codec());
   p->set_num_params(delta.size());
   p->set_layout_fingerprint(info.layout_fingerprint());
-  p->set_payload_bytes(encoded.size());
-  auto chunks = MakeChunkMessages(task.task_id(), encoded, chunk_bytes_);
+  p->set_payload_bytes(payload.size());
+  auto chunks = MakeChunkMessages(task.task_id(), payload, chunk_bytes_);
   p->set_num_chunks(static_cast<uint32_t>(chunks.size()));
   VERDANT_RETURN_IF_ERROR(conn.Send(env));
   for (auto& c : chunks) VERDANT_RETURN_IF_ERROR(conn.Send(std::move(c)));
   ++tasks_completed_;
   spdlog::info("task done: round={} examples={} train_seconds={:.2f} loss={:.4f} payload_bytes={}", task.round(),
-               outcome->num_examples, outcome->train_seconds, outcome->train_loss, encoded.size());
+               outcome->num_examples, outcome->train_seconds, outcome->train_loss, payload.size());
   return OkStatus();
 }
 

@@ -32,8 +32,10 @@ Status UpdateCodec::Validate(std::span<const uint8_t> bytes, size_t n) const {
 
 Status IdentityCodec::Encode(std::span<const float> values, Rng& /*rng*/,
                              std::vector<uint8_t>& out) {
-  out.resize(values.size() * sizeof(float));
-  if (!values.empty()) std::memcpy(out.data(), values.data(), out.size());
+  // assign, not resize + memcpy: a reused buffer is copied into without
+  // being zero-filled first.
+  const auto* bytes = reinterpret_cast<const uint8_t*>(values.data());
+  out.assign(bytes, bytes + values.size() * sizeof(float));
   return OkStatus();
 }
 
