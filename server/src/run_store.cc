@@ -646,6 +646,7 @@ Result<std::vector<StoredRound>> RunStore::LoadRounds() const {
       l.bytes_down = Bytes{ColU64(q, 29)};
       l.intensity = CarbonIntensity::GramsPerKwh(sqlite3_column_double(q, 30));
       l.intensity_source = ColText(q, 31);
+      a.intensity_source = l.intensity_source;  // the report shows the ledger row's source
       l.intensity_kind = static_cast<energy::IntensityKind>(sqlite3_column_int64(q, 32));
       l.intensity_scope = static_cast<energy::EmissionScope>(sqlite3_column_int64(q, 33));
       l.emissions = Emissions::Grams(sqlite3_column_double(q, 34));

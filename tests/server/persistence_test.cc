@@ -91,20 +91,31 @@ std::vector<float> Values(const ParameterVector& p) { return {p.values().begin()
 
 size_t CountLines(const std::string& s) { return static_cast<size_t>(std::count(s.begin(), s.end(), '\n')); }
 
+std::vector<std::string> SplitCsv(const std::string& line) {
+  std::vector<std::string> f;
+  std::istringstream ls(line);
+  std::string x;
+  while (std::getline(ls, x, ',')) f.push_back(x);
+  if (!line.empty() && line.back() == ',') f.emplace_back();
+  return f;
+}
+
 // clients.csv without the columns that depend on socket timing (bytes,
-// radio/idle energy, emissions): round, client_id, status, compute_joules.
+// radio/idle energy, emissions): round, client_id, status, compute_joules,
+// intensity_source.
 std::vector<std::string> StableClientRows(const std::string& csv) {
   std::vector<std::string> out;
   std::istringstream in(csv);
   std::string line;
-  std::getline(in, line);  // header
+  std::getline(in, line);
+  const auto header = SplitCsv(line);
+  const size_t source = static_cast<size_t>(std::find(header.begin(), header.end(), "intensity_source") - header.begin());
+  REQUIRE(source < header.size());
   while (std::getline(in, line)) {
-    std::vector<std::string> f;
-    std::istringstream ls(line);
-    std::string x;
-    while (std::getline(ls, x, ',')) f.push_back(x);
-    REQUIRE(f.size() > 5);
-    out.push_back(f[0] + "," + f[1] + "," + f[2] + "," + f[5]);
+    const auto f = SplitCsv(line);
+    REQUIRE(f.size() == header.size());
+    if (f[2] == "completed") CHECK_FALSE(f[source].empty());
+    out.push_back(f[0] + "," + f[1] + "," + f[2] + "," + f[5] + "," + f[source]);
   }
   // Within a round, rows follow the order results arrived in.
   std::sort(out.begin(), out.end());
