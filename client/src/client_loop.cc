@@ -274,14 +274,7 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   const auto& info = task.payload();
   PayloadAssembler assembler(info, /*max_payload_bytes=*/info.num_params() * 8 + (1u << 20), std::move(model_bytes_));
   if (!assembler.status().ok()) return assembler.status().WithContext("TrainTask");
-  while (!assembler.complete()) {
-    auto m = conn.Receive(std::chrono::seconds(60));
-    if (!m.ok()) return m.status().WithContext("receiving the model");
-    if (!m->has_chunk()) {
-      return DataLossError(std::string("expected a model Chunk, got ") + std::string(MessageTypeName(*m)));
-    }
-    VERDANT_RETURN_IF_ERROR(assembler.Add(m->chunk()));
-  }
+  VERDANT_RETURN_IF_ERROR(conn.ReceivePayload(assembler, std::chrono::seconds(60)).WithContext("receiving the model"));
   VERDANT_ASSIGN_OR_RETURN(UpdateCodec * down_codec, CodecFor(info.encoding()));
   model_bytes_ = assembler.Take();
   const ByteBuffer& model_bytes = model_bytes_;

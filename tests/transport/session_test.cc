@@ -95,6 +95,68 @@ TEST_CASE("large payloads stream as chunks through frames smaller than the model
   (*server)->Stop();
 }
 
+TEST_CASE("ReceivePayload assembles queued chunks and then chunks straight from the frames") {
+  EchoHandler h;  // echoes chunks back through the default OnChunk -> OnMessage
+  auto server = TcpServer::Start({}, h);
+  REQUIRE(server.ok());
+  auto conn = ClientConnection::Connect("127.0.0.1", (*server)->port(), {});
+  REQUIRE(conn.ok());
+  std::vector<uint8_t> payload(1 << 20);
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 29 + 3);
+  auto chunks = MakeChunkMessages(4, payload, 16 * 1024);
+  wire::PayloadInfo info;
+  info.set_stream_id(4);
+  info.set_payload_bytes(payload.size());
+  info.set_num_chunks(static_cast<uint32_t>(chunks.size()));
+
+  SUBCASE("half queued before the call, half arriving during it") {
+    const size_t half = chunks.size() / 2;
+    for (size_t i = 0; i < half; ++i) REQUIRE((*conn)->Send(chunks[i]).ok());
+    std::this_thread::sleep_for(200ms);  // the echoes wait in the queue
+    std::thread rest([&] {
+      std::this_thread::sleep_for(50ms);
+      for (size_t i = half; i < chunks.size(); ++i) (void)(*conn)->Send(chunks[i]);
+    });
+    PayloadAssembler a(info, 1 << 24);
+    Status st = (*conn)->ReceivePayload(a, 5s);
+    rest.join();
+    REQUIRE(st.ok());
+    CHECK(a.Take() == payload);
+  }
+  SUBCASE("another message first is data loss and stays queued") {
+    REQUIRE((*conn)->Send(Heartbeat(7)).ok());
+    for (auto& c : chunks) REQUIRE((*conn)->Send(c).ok());
+    std::this_thread::sleep_for(100ms);
+    PayloadAssembler a(info, 1 << 24);
+    Status st = (*conn)->ReceivePayload(a, 5s);
+    CHECK(st.code() == StatusCode::kDataLoss);
+    CHECK(st.message().find("Heartbeat") != std::string::npos);
+    auto m = (*conn)->Receive(1s);
+    REQUIRE(m.ok());
+    CHECK(m->heartbeat().seq() == 7);
+    // The chunks behind it are still there, in order.
+    REQUIRE((*conn)->ReceivePayload(a, 5s).ok());
+    CHECK(a.Take() == payload);
+  }
+  SUBCASE("a chunk of another stream is refused") {
+    auto other = MakeChunkMessages(5, payload, 16 * 1024);
+    std::thread send([&] {
+      std::this_thread::sleep_for(50ms);
+      (void)(*conn)->Send(other[0]);
+    });
+    PayloadAssembler a(info, 1 << 24);
+    Status st = (*conn)->ReceivePayload(a, 5s);
+    send.join();
+    CHECK(st.code() == StatusCode::kDataLoss);
+    CHECK(st.message().find("stream 5") != std::string::npos);
+  }
+  SUBCASE("silence is a deadline") {
+    PayloadAssembler a(info, 1 << 24);
+    CHECK((*conn)->ReceivePayload(a, 100ms).code() == StatusCode::kDeadlineExceeded);
+  }
+  (*server)->Stop();
+}
+
 TEST_CASE("bad input closes only the offending session while the server keeps serving") {
   EchoHandler h;
   TcpServer::Options o;

@@ -731,6 +731,39 @@ class ClientConnectionImpl final : public ClientConnection, public SessionOwner 
     return UnavailableError("connection closed: " + close_reason_.ToString());
   }
 
+  Status ReceivePayload(PayloadAssembler& assembler, Duration timeout) override {
+    std::unique_lock<std::mutex> l(mu_);
+    // What arrived before the call, in order.
+    while (!inbox_.empty() && !assembler.complete()) {
+      if (!inbox_.front().has_chunk()) {
+        return DataLossError("expected a payload Chunk, got " + std::string(MessageTypeName(inbox_.front())));
+      }
+      Status st = assembler.Add(inbox_.front().chunk());
+      inbox_.pop_front();
+      VERDANT_RETURN_IF_ERROR(st);
+    }
+    if (assembler.complete()) return OkStatus();
+    // The rest on the connection's thread, as the frames are opened.
+    sink_ = &assembler;
+    sink_status_ = OkStatus();
+    for (;;) {
+      const uint64_t before = assembler.bytes_received();
+      const bool woke = cv_.wait_for(l, timeout, [&] {
+        return assembler.complete() || !sink_status_.ok() || !inbox_.empty() || closed_ ||
+               assembler.bytes_received() != before;
+      });
+      if (assembler.complete() || !sink_status_.ok() || !inbox_.empty() || closed_ || !woke) break;
+    }
+    sink_ = nullptr;
+    if (!sink_status_.ok()) return sink_status_;
+    if (assembler.complete()) return OkStatus();
+    if (!inbox_.empty()) {
+      return DataLossError("expected a payload Chunk, got " + std::string(MessageTypeName(inbox_.front())));
+    }
+    if (closed_) return UnavailableError("connection closed: " + close_reason_.ToString());
+    return DeadlineExceededError("no payload chunk within " + std::to_string(ToSeconds(timeout)) + " s");
+  }
+
   Status Flush(Duration timeout) override {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (session_->queued_messages() > 0) {
@@ -760,6 +793,17 @@ class ClientConnectionImpl final : public ClientConnection, public SessionOwner 
     inbox_.push_back(std::move(m));
     cv_.notify_all();
   }
+  void Chunk(const std::shared_ptr<SessionImpl>&, const ChunkView& c) override {
+    std::lock_guard<std::mutex> l(mu_);
+    // Into the waiting ReceivePayload's assembler, unless something is
+    // queued ahead of this chunk (order) or the sink already failed.
+    if (sink_ != nullptr && inbox_.empty() && sink_status_.ok() && !sink_->complete()) {
+      sink_status_ = sink_->Add(c);
+    } else {
+      inbox_.push_back(ChunkEnvelope(c));
+    }
+    cv_.notify_all();
+  }
   void Closed(const std::shared_ptr<SessionImpl>&, const Status& reason, bool) override {
     std::lock_guard<std::mutex> l(mu_);
     closed_ = true;
@@ -775,6 +819,8 @@ class ClientConnectionImpl final : public ClientConnection, public SessionOwner 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<wire::Envelope> inbox_;
+  PayloadAssembler* sink_ = nullptr;  // set while ReceivePayload waits
+  Status sink_status_;
   bool opened_ = false;
   bool closed_ = false;
   Status close_reason_;

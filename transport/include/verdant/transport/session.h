@@ -127,6 +127,14 @@ class ClientConnection {
   // Next message. kDeadlineExceeded on timeout; kUnavailable with the reason
   // once the connection is closed and the queue drained.
   virtual Result<wire::Envelope> Receive(Duration timeout) = 0;
+  // Feeds the Chunk messages that follow into `assembler`, in order, until
+  // it is complete: chunks already queued first, then each straight from
+  // its decrypted frame (one copy, on the connection's thread, while this
+  // call waits). kDataLoss when another message comes first (it stays
+  // queued for Receive) or the assembler refuses a chunk;
+  // kDeadlineExceeded when no chunk arrives for `timeout`; kUnavailable once
+  // the connection is closed.
+  virtual Status ReceivePayload(PayloadAssembler& assembler, Duration timeout) = 0;
   // Blocks until every queued message has been written (or the connection
   // closed: kUnavailable).
   virtual Status Flush(Duration timeout) = 0;
