@@ -54,13 +54,6 @@ std::span<const uint8_t> IdentityBytes(std::span<const float> values) {
   return {reinterpret_cast<const uint8_t*>(values.data()), values.size_bytes()};
 }
 
-wire::Envelope ErrorEnvelope(wire::Error::Code code, const std::string& msg) {
-  wire::Envelope env;
-  env.mutable_error()->set_code(code);
-  env.mutable_error()->set_message(msg);
-  return env;
-}
-
 }  // namespace
 
 Coordinator::Coordinator(CoordinatorOptions options, ParameterVector initial_model,
