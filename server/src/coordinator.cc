@@ -77,6 +77,13 @@ Coordinator::Coordinator(CoordinatorOptions options, ParameterVector initial_mod
   }
   status_.run_id = options_.run_id;
   status_.rounds_planned = options_.rounds;
+  // A simulated fleet names one profile per device (10^6 of them): a lookup
+  // by scanning the list would make the run quadratic. On a repeated name the
+  // last one wins, as the list scan did.
+  profile_index_.reserve(options_.energy.profiles.size());
+  for (size_t i = 0; i < options_.energy.profiles.size(); ++i) {
+    profile_index_.insert_or_assign(std::string_view(options_.energy.profiles[i].name), i);
+  }
 }
 
 Coordinator::~Coordinator() = default;
@@ -86,9 +93,7 @@ const energy::EnergyModel& Coordinator::ModelFor(const std::string& profile) {
   auto it = energy_models_.find(name);
   if (it != energy_models_.end()) return *it->second;
   std::optional<energy::DeviceProfile> found;
-  for (const auto& p : options_.energy.profiles) {
-    if (p.name == name) found = p;
-  }
+  if (auto p = profile_index_.find(name); p != profile_index_.end()) found = options_.energy.profiles[p->second];
   if (!found) {
     auto b = energy::BuiltinProfile(name);
     if (b.ok()) found = *b;

@@ -292,3 +292,47 @@ TEST_CASE("bogus energy reports fall back to the model and say why") {
     CHECK(r[Col(h, "reason")].find("energy report rejected") != std::string::npos);
   }
 }
+
+TEST_CASE("device profiles are found by name among thousands, the last of a repeated name wins") {
+  testing::TempDir dir;
+  TestIntensity intensity;
+  CoordinatorOptions o;
+  o.rounds = 1;
+  o.min_clients = 3;
+  o.out_dir = dir.path().string();
+  o.energy.intensity = &intensity;
+  o.energy.grid_time_start = TimePoint(std::chrono::hours(24 * 365 * 52));
+  // As the simulator does: one profile per device.
+  const auto base = *energy::BuiltinProfile("phone-midrange");
+  for (int i = 0; i < 5000; ++i) {
+    energy::DeviceProfile p = base;
+    p.name = "phone-midrange/d" + std::to_string(i);
+    p.embodied = Emissions::Grams(0);
+    o.energy.profiles.push_back(p);
+  }
+  o.energy.profiles[4321].embodied = Emissions::Grams(60000);
+  energy::DeviceProfile dup = base;
+  dup.name = "dup";
+  dup.embodied = Emissions::Grams(0);
+  o.energy.profiles.insert(o.energy.profiles.begin() + 10, dup);
+  dup.embodied = Emissions::Grams(60000);
+  o.energy.profiles.push_back(dup);  // the later one counts
+  Fleet f(o, "random", {"CLEAN", "DIRTY", "LATER"});
+  f.clients[0]->device_profile = "phone-midrange/d4321";
+  f.clients[1]->device_profile = "dup";
+  f.clients[2]->device_profile = "no-such-profile";  // the default profile
+  auto summary = f.Run();
+  REQUIRE(summary.ok());
+  auto rows = Csv(testing::ReadFile(dir.path() / "clients.csv"));
+  REQUIRE(rows.size() == 1 + 3);
+  const auto& h = rows[0];
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const auto& r = rows[i];
+    const std::string zone = r[Col(h, "zone")];
+    const std::string method = r[Col(h, "energy_method")];
+    CHECK(std::stod(r[Col(h, "embodied_g")]) > 0);
+    if (zone == "CLEAN") CHECK(method == "model:phone-midrange/d4321");
+    if (zone == "DIRTY") CHECK(method == "model:dup");
+    if (zone == "LATER") CHECK(method == "model:phone-midrange");
+  }
+}

@@ -29,6 +29,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -265,6 +266,9 @@ class Coordinator final : public SessionHandler {
   std::unique_ptr<energy::CarbonIntensitySource> default_intensity_;
   const energy::CarbonIntensitySource* intensity_ = nullptr;
   std::map<std::string, std::unique_ptr<energy::EnergyModel>, std::less<>> energy_models_;
+  // options_.energy.profiles by name (views into that list, which is not
+  // changed after construction).
+  std::unordered_map<std::string_view, size_t> profile_index_;
   energy::LedgerOptions ledger_options_;
   energy::Ledger ledger_;
   std::unique_ptr<RunStore> store_;
