@@ -5,11 +5,14 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "verdant/energy/carbon.h"
+#include "fleet_csv.h"
 
 namespace verdant::sim {
 
@@ -20,19 +23,25 @@ constexpr std::array<std::string_view, 9> kDeviceColumns = {
     "num_examples"};
 constexpr std::array<std::string_view, 4> kEventColumns = {"time", "device_id", "kind", "value"};
 
-// Splits one line on ',' (no quoting: fields never contain commas).
-std::vector<std::string_view> SplitFields(std::string_view line) {
-  std::vector<std::string_view> f;
+// Splits one line on ',' (no quoting: fields never contain commas) into
+// `f`, whose capacity is reused from line to line.
+void SplitFields(std::string_view line, std::vector<std::string_view>& f) {
+  f.clear();
   size_t start = 0;
   for (;;) {
     size_t comma = line.find(',', start);
     if (comma == std::string_view::npos) {
       f.push_back(line.substr(start));
-      return f;
+      return;
     }
     f.push_back(line.substr(start, comma - start));
     start = comma + 1;
   }
+}
+std::vector<std::string_view> SplitFields(std::string_view line) {
+  std::vector<std::string_view> f;
+  SplitFields(line, f);
+  return f;
 }
 
 std::string_view Trim(std::string_view s) {
@@ -105,12 +114,19 @@ bool ValidId(std::string_view id) {
   return true;
 }
 
+// One read into a string of the file's size (events.csv of a 10^6-device
+// week is ~12 GB: no second copy through a stringstream).
 Result<std::string> ReadWhole(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   if (!in) return NotFoundError("cannot read " + p.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(p, ec);
+  if (ec) return NotFoundError("cannot read " + p.string() + ": " + ec.message());
+  std::string text(static_cast<size_t>(size), '\0');
+  if (!in.read(text.data(), static_cast<std::streamsize>(text.size()))) {
+    return DataLossError("reading " + p.string() + " failed");
+  }
+  return text;
 }
 
 std::string Fixed(double v, int digits) {
@@ -194,21 +210,30 @@ Status ParseEventsCsv(std::string_view text, Fleet& fleet, std::string_view name
   VERDANT_ASSIGN_OR_RETURN(auto col, MapHeader(line, kEventColumns, name));
   const size_t needed = *std::max_element(col.begin(), col.end()) + 1;
   std::vector<FleetEvent> events;
+  events.reserve(static_cast<size_t>(std::count(text.begin(), text.end(), '\n')));  // no regrowth copies
+  // Rows of one time come together in a sorted file: parse each time once.
+  std::string_view last_ts;
+  TimePoint last_time{};
+  std::vector<std::string_view> f;
   while (lines.Next(line)) {
     const size_t ln = lines.number();
     if (Trim(line).empty()) continue;
-    auto f = SplitFields(line);
+    SplitFields(line, f);
     if (f.size() < needed) {
       return RowError(name, ln, kEventColumns[0],
                       "row has " + std::to_string(f.size()) + " fields, the header " + std::to_string(needed));
     }
     FleetEvent e;
     const std::string_view ts = Trim(f[col[0]]);
-    auto t = energy::ParseUtcTimestamp(ts);
-    if (!t.ok()) return RowError(name, ln, "time", "'" + std::string(ts) + "' is not an ISO 8601 UTC time");
-    e.time = *t;
+    if (ts.empty() || ts != last_ts) {
+      auto t = energy::ParseUtcTimestamp(ts);
+      if (!t.ok()) return RowError(name, ln, "time", "'" + std::string(ts) + "' is not an ISO 8601 UTC time");
+      last_ts = ts;
+      last_time = *t;
+    }
+    e.time = last_time;
     const std::string_view id = Trim(f[col[1]]);
-    auto it = fleet.index.find(std::string(id));
+    auto it = fleet.index.find(id);
     if (it == fleet.index.end()) {
       return RowError(name, ln, "device_id", "unknown device '" + std::string(id) + "' (not in devices.csv)");
     }
@@ -244,7 +269,9 @@ Status ParseEventsCsv(std::string_view text, Fleet& fleet, std::string_view name
     }
     events.push_back(e);
   }
-  std::stable_sort(events.begin(), events.end(), [](const FleetEvent& a, const FleetEvent& b) { return a.time < b.time; });
+  auto by_time = [](const FleetEvent& a, const FleetEvent& b) { return a.time < b.time; };
+  // Files written sorted (by WriteFleet and the generator) skip the sort.
+  if (!std::is_sorted(events.begin(), events.end(), by_time)) std::stable_sort(events.begin(), events.end(), by_time);
   fleet.events = std::move(events);
   return OkStatus();
 }
@@ -258,41 +285,118 @@ Result<Fleet> LoadFleet(const std::filesystem::path& dir) {
   return fleet;
 }
 
+std::string DevicesCsvHeader() {
+  std::string header;
+  for (auto c : kDeviceColumns) header += (header.empty() ? "" : ",") + std::string(c);
+  return header + "\n";
+}
+
+std::string EventsCsvHeader() { return "time,device_id,kind,value\n"; }
+
+namespace {
+
+// As "%.*f" (std::to_chars gives printf's digits), without the locale and
+// format-string parsing of snprintf.
+template <typename T>
+void AppendFixed(std::string& out, T v, int digits) {
+  char buf[64];
+  auto [p, ec] = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::fixed, digits);
+  if (ec != std::errc()) {
+    out += Fixed(static_cast<double>(v), digits);
+    return;
+  }
+  out.append(buf, p);
+}
+
+}  // namespace
+
+void AppendDeviceRow(std::string& out, const Device& d) {
+  out += d.id;
+  out += ',';
+  out += d.profile;
+  out += ',';
+  out += d.zone;
+  out += ',';
+  AppendFixed(out, d.battery_wh, 2);
+  out += ',';
+  AppendFixed(out, d.ms_per_sample, 4);
+  out += ',';
+  AppendFixed(out, d.up_kbps, 1);
+  out += ',';
+  AppendFixed(out, d.down_kbps, 1);
+  out += ',';
+  AppendFixed(out, d.embodied_kg, 1);
+  out += ',';
+  char buf[24];
+  auto [p, ec] = std::to_chars(buf, buf + sizeof(buf), d.num_examples);
+  out.append(buf, p);
+  out += '\n';
+}
+
+void AppendEventRow(std::string& out, std::string_view time, std::string_view device_id, EventKind kind,
+                    float battery, Network network) {
+  out += time;
+  out += ',';
+  out += device_id;
+  out += ',';
+  out += EventKindName(kind);
+  out += ',';
+  // The float itself, as the previous writer printed it (Fixed(float, 1)).
+  if (kind == EventKind::kBattery) AppendFixed(out, static_cast<double>(battery), 1);
+  if (kind == EventKind::kNetwork) out += network == Network::kWifi ? "wifi" : "cellular";
+  out += '\n';
+}
+
+Result<CsvWriter> CsvWriter::Open(const std::filesystem::path& path) {
+  std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "wb"));
+  if (!f) return UnavailableError("cannot write " + path.string() + ": " + std::strerror(errno));
+  return CsvWriter(std::move(f), path);
+}
+
+Status CsvWriter::Flush() {
+  if (!buffer_.empty() && std::fwrite(buffer_.data(), 1, buffer_.size(), file_.get()) != buffer_.size()) {
+    return UnavailableError("writing " + path_.string() + " failed: " + std::strerror(errno));
+  }
+  buffer_.clear();
+  return OkStatus();
+}
+
+Status CsvWriter::Close() {
+  VERDANT_RETURN_IF_ERROR(Flush());
+  if (std::fclose(file_.release()) != 0) {
+    return UnavailableError("writing " + path_.string() + " failed: " + std::strerror(errno));
+  }
+  return OkStatus();
+}
+
 Status WriteFleet(const Fleet& fleet, const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return UnavailableError("cannot create " + dir.string() + ": " + ec.message());
   {
-    std::ofstream out(dir / "devices.csv", std::ios::binary | std::ios::trunc);
-    if (!out) return UnavailableError("cannot write " + (dir / "devices.csv").string());
-    std::string header;
-    for (auto c : kDeviceColumns) header += (header.empty() ? "" : ",") + std::string(c);
-    out << header << '\n';
+    VERDANT_ASSIGN_OR_RETURN(auto out, CsvWriter::Open(dir / "devices.csv"));
+    out.buffer() += DevicesCsvHeader();
     for (const auto& d : fleet.devices) {
-      out << d.id << ',' << d.profile << ',' << d.zone << ',' << Fixed(d.battery_wh, 2) << ','
-          << Fixed(d.ms_per_sample, 4) << ',' << Fixed(d.up_kbps, 1) << ',' << Fixed(d.down_kbps, 1) << ','
-          << Fixed(d.embodied_kg, 1) << ',' << d.num_examples << '\n';
+      AppendDeviceRow(out.buffer(), d);
+      VERDANT_RETURN_IF_ERROR(out.FlushIfFull());
     }
-    if (!out.flush()) return UnavailableError("writing " + (dir / "devices.csv").string() + " failed");
+    VERDANT_RETURN_IF_ERROR(out.Close());
   }
-  std::ofstream out(dir / "events.csv", std::ios::binary | std::ios::trunc);
-  if (!out) return UnavailableError("cannot write " + (dir / "events.csv").string());
-  out << "time,device_id,kind,value\n";
-  std::string line;
-  for (const auto& e : fleet.events) {
-    line = FormatUtc(e.time);
-    line += ',';
-    line += fleet.devices.at(e.device).id;
-    line += ',';
-    line += EventKindName(e.kind);
-    line += ',';
-    if (e.kind == EventKind::kBattery) line += Fixed(e.battery_percent, 1);
-    if (e.kind == EventKind::kNetwork) line += e.network == Network::kWifi ? "wifi" : "cellular";
-    line += '\n';
-    out << line;
+  VERDANT_ASSIGN_OR_RETURN(auto out, CsvWriter::Open(dir / "events.csv"));
+  out.buffer() += EventsCsvHeader();
+  // Events come sorted by time: format each time once.
+  std::string time;
+  TimePoint last{};
+  for (size_t i = 0; i < fleet.events.size(); ++i) {
+    const FleetEvent& e = fleet.events[i];
+    if (i == 0 || e.time != last) {
+      time = FormatUtc(e.time);
+      last = e.time;
+    }
+    AppendEventRow(out.buffer(), time, fleet.devices.at(e.device).id, e.kind, e.battery_percent, e.network);
+    VERDANT_RETURN_IF_ERROR(out.FlushIfFull());
   }
-  if (!out.flush()) return UnavailableError("writing " + (dir / "events.csv").string() + " failed");
-  return OkStatus();
+  return out.Close();
 }
 
 }  // namespace verdant::sim

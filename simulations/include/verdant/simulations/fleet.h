@@ -63,10 +63,17 @@ struct FleetEvent {
   Network network = Network::kWifi;  // kNetwork only
 };
 
+// Hashes std::string and std::string_view alike, so an id read from a file
+// is looked up without copying it into a string.
+struct IdHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
 struct Fleet {
   std::vector<Device> devices;
   std::vector<FleetEvent> events;  // sorted by time; ties keep file order
-  std::unordered_map<std::string, uint32_t> index;  // device id -> position in `devices`
+  std::unordered_map<std::string, uint32_t, IdHash, std::equal_to<>> index;  // device id -> position in `devices`
   // The earliest event time (TimePoint{} when there are no events).
   TimePoint Start() const { return events.empty() ? TimePoint{} : events.front().time; }
 };

@@ -9,6 +9,7 @@
 //   FleetGeneratorOptions o;  o.devices = 1000;  o.days = 2;  o.zones = {"US-CISO", "ES"};
 //   auto fleet = GenerateFleet(o, "data/devices");     // Result<Fleet>
 //   Status st = WriteFleet(*fleet, "fleet/");
+//   auto files = GenerateFleetFiles(o, "data/devices", "fleet/");  // the same bytes, for huge fleets
 // Deterministic: the same options (seed included) and data give the same
 // fleet, and WriteFleet the same bytes.
 // Thread-safety: reentrant.
@@ -46,6 +47,24 @@ std::string ZoneName(const std::string& zone_spec);
 // flash_speed_distri.json. kNotFound / kDataLoss naming the file when they
 // are missing or malformed; kInvalidArgument for bad options.
 Result<Fleet> GenerateFleet(const FleetGeneratorOptions& options, const std::filesystem::path& device_data_dir);
+
+// What GenerateFleetFiles wrote.
+struct GeneratedFleetFiles {
+  uint64_t devices = 0;
+  uint64_t events = 0;
+  uint64_t devices_bytes = 0;  // size of devices.csv
+  uint64_t events_bytes = 0;   // size of events.csv
+};
+
+// Writes the fleet GenerateFleet would give straight into out_dir/devices.csv
+// and out_dir/events.csv (creating out_dir): the same bytes as
+// WriteFleet(*GenerateFleet(options, ...), out_dir), but holding 8 bytes per
+// event instead of the Fleet (10^6 devices over 7 days are ~3 x 10^8
+// events). Errors as GenerateFleet's, and kUnavailable naming a file it
+// cannot write.
+Result<GeneratedFleetFiles> GenerateFleetFiles(const FleetGeneratorOptions& options,
+                                               const std::filesystem::path& device_data_dir,
+                                               const std::filesystem::path& out_dir);
 
 // The shipped data/devices folder: $VERDANT_DEVICES_DIR, then
 // <exe>/../data/devices, <exe>/../share/verdant/data/devices,
