@@ -36,6 +36,34 @@ constexpr uint64_t kFrameOverhead = 4;
 
 class Engine;
 
+Result<energy::DeviceProfile> BaseProfile(const std::string& name, const std::vector<energy::DeviceProfile>& extra) {
+  for (const auto& p : extra) {
+    if (p.name == name) return p;
+  }
+  return energy::BuiltinProfile(name);
+}
+
+// A device's own profile, `<base>/<device_id>`: its base profile with the
+// fleet's compute speed, battery, embodied carbon and link rates.
+// kInvalidArgument for an unknown base profile.
+Result<energy::DeviceProfile> DeviceProfileFor(const Device& dev, const std::vector<energy::DeviceProfile>& extra) {
+  auto base = BaseProfile(dev.profile, extra);
+  if (!base.ok()) {
+    return InvalidArgumentError("device '" + dev.id + "': unknown profile '" + dev.profile + "' (" +
+                                base.status().message() + ")");
+  }
+  energy::DeviceProfile p = *base;
+  p.name = base->name + "/" + dev.id;
+  p.ms_per_sample = energy::Milliseconds(dev.ms_per_sample);
+  p.battery_capacity = Energy::Joules(dev.battery_wh * 3600.0);
+  p.embodied = Emissions::Grams(dev.embodied_kg * 1000.0);
+  for (auto& [type, link] : p.links) {
+    link.default_up = energy::DataRate::Kbps(dev.up_kbps);
+    link.default_down = energy::DataRate::Kbps(dev.down_kbps);
+  }
+  return p;
+}
+
 // The in-process transport: a Session whose messages go to the engine's
 // queue (never handled on the caller's thread: the coordinator sends while
 // holding its lock).
@@ -116,13 +144,12 @@ struct RoundStats {
 
 class Engine {
  public:
-  Engine(const Fleet& fleet, const SimulationOptions& o, ManualClock& clock,
-         std::vector<std::unique_ptr<energy::EnergyModel>> models, std::vector<std::string> profile_names,
+  Engine(const Fleet& fleet, const SimulationOptions& o, ManualClock& clock, std::vector<std::string> profile_names,
          double battery_threshold, TrainContext* train)
       : fleet_(fleet),
         o_(o),
         clock_(clock),
-        models_(std::move(models)),
+        models_(fleet.devices.size()),
         profile_names_(std::move(profile_names)),
         battery_threshold_(battery_threshold),
         devices_(fleet.devices.size()),
@@ -494,7 +521,7 @@ class Engine {
       u.bytes_up = Bytes{bytes_up};
       u.bytes_down = Bytes{d.bytes_down};
       u.link = d.network == Network::kWifi ? energy::LinkType::kWifi : energy::LinkType::kLte;
-      auto est = models_[i]->Estimate(u);
+      auto est = ModelOf(i).Estimate(u);
       const double drain = est.ok() ? est->DeviceTotal().joules() / (dev.battery_wh * 3600.0) * 100.0 : 0.0;
       if (lowest - drain < battery_threshold_) {
         const double frac = drain > 0 ? std::clamp((d.battery - battery_threshold_) / drain, 0.0, 1.0) : 0.0;
@@ -555,6 +582,22 @@ class Engine {
     return codec_->Encode(delta_, rng, trained_update_);
   }
 
+  // Device i's energy model, made when it first trains: one per device of
+  // the fleet held for the whole run would cost ~0.5 kB each. RunSimulation
+  // has checked every device's profile already.
+  const energy::EnergyModel& ModelOf(uint32_t i) {
+    if (!models_[i]) {
+      if (auto p = DeviceProfileFor(fleet_.devices[i], o_.profiles); p.ok()) {
+        if (auto m = energy::ProfileEnergyModel::Create(std::move(*p)); m.ok()) models_[i] = std::move(*m);
+      }
+      if (!models_[i]) {  // not reached: RunSimulation validated the profile
+        spdlog::error("simulator: device {}: invalid profile; using phone-midrange", fleet_.devices[i].id);
+        models_[i] = std::move(*energy::ProfileEnergyModel::Create(*energy::BuiltinProfile("phone-midrange")));
+      }
+    }
+    return *models_[i];
+  }
+
   static std::string Fmt(double v) {
     char b[32];
     std::snprintf(b, sizeof(b), "%.1f", v);
@@ -565,7 +608,7 @@ class Engine {
   const Fleet& fleet_;
   const SimulationOptions& o_;
   ManualClock& clock_;
-  std::vector<std::unique_ptr<energy::EnergyModel>> models_;
+  std::vector<std::unique_ptr<energy::EnergyModel>> models_;  // by device; made on first use
   std::vector<std::string> profile_names_;
   const double battery_threshold_;
   std::vector<DeviceRuntime> devices_;
@@ -637,13 +680,6 @@ class SimSelector final : public ClientSelector {
   uint64_t idle_waits_ = 0;
 };
 
-Result<energy::DeviceProfile> BaseProfile(const std::string& name, const std::vector<energy::DeviceProfile>& extra) {
-  for (const auto& p : extra) {
-    if (p.name == name) return p;
-  }
-  return energy::BuiltinProfile(name);
-}
-
 }  // namespace
 
 Result<SimulationResult> RunSimulation(const Fleet& fleet, const SimulationOptions& o) {
@@ -665,27 +701,12 @@ Result<SimulationResult> RunSimulation(const Fleet& fleet, const SimulationOptio
   // speed, battery, embodied carbon and link rates, so the coordinator's
   // ledger accounts each device as the fleet describes it.
   std::vector<energy::DeviceProfile> profiles;
-  std::vector<std::unique_ptr<energy::EnergyModel>> models;
   std::vector<std::string> names;
   profiles.reserve(fleet.devices.size() + o.profiles.size());
+  names.reserve(fleet.devices.size());
   for (const auto& dev : fleet.devices) {
-    auto base = BaseProfile(dev.profile, o.profiles);
-    if (!base.ok()) {
-      return InvalidArgumentError("device '" + dev.id + "': unknown profile '" + dev.profile + "' (" +
-                                  base.status().message() + ")");
-    }
-    energy::DeviceProfile p = *base;
-    p.name = base->name + "/" + dev.id;
-    p.ms_per_sample = energy::Milliseconds(dev.ms_per_sample);
-    p.battery_capacity = Energy::Joules(dev.battery_wh * 3600.0);
-    p.embodied = Emissions::Grams(dev.embodied_kg * 1000.0);
-    for (auto& [type, link] : p.links) {
-      link.default_up = energy::DataRate::Kbps(dev.up_kbps);
-      link.default_down = energy::DataRate::Kbps(dev.down_kbps);
-    }
-    auto model = energy::ProfileEnergyModel::Create(p);
-    if (!model.ok()) return model.status().WithContext("device '" + dev.id + "'");
-    models.push_back(std::move(*model));
+    VERDANT_ASSIGN_OR_RETURN(energy::DeviceProfile p, DeviceProfileFor(dev, o.profiles));
+    VERDANT_RETURN_IF_ERROR(energy::Validate(p).WithContext("device '" + dev.id + "'"));
     names.push_back(p.name);
     profiles.push_back(std::move(p));
   }
@@ -722,7 +743,7 @@ Result<SimulationResult> RunSimulation(const Fleet& fleet, const SimulationOptio
   const TimePoint start = o.start.value_or(fleet.Start());
   const TimePoint end_of_trace = start + o.round_interval * static_cast<int64_t>(rounds);
   ManualClock clock(start);
-  Engine engine(fleet, o, clock, std::move(models), std::move(names), threshold, o.train ? &train : nullptr);
+  Engine engine(fleet, o, clock, std::move(names), threshold, o.train ? &train : nullptr);
 
   CoordinatorOptions co;
   co.rounds = rounds;
@@ -736,6 +757,10 @@ Result<SimulationResult> RunSimulation(const Fleet& fleet, const SimulationOptio
   co.seed = o.seed;
   co.run_id = o.run_id;
   co.out_dir = o.out_dir;
+  // No run store: a simulation is rerun, not resumed (it has no --resume),
+  // and a checkpoint per round serialises the selector state and registry
+  // of every device — most of a round's cost with 10^5 devices.
+  co.persist = false;
   co.evaluate_every_round = evaluator != nullptr;
   co.energy.intensity = o.intensity;
   co.energy.profiles = std::move(profiles);

@@ -265,7 +265,9 @@ class Coordinator final : public SessionHandler {
   // Energy and carbon.
   std::unique_ptr<energy::CarbonIntensitySource> default_intensity_;
   const energy::CarbonIntensitySource* intensity_ = nullptr;
-  std::map<std::string, std::unique_ptr<energy::EnergyModel>, std::less<>> energy_models_;
+  // By profile name; hashed, since ModelFor runs for every candidate of every
+  // round and a simulated fleet has one profile per device.
+  std::unordered_map<std::string, std::unique_ptr<energy::EnergyModel>> energy_models_;
   // options_.energy.profiles by name (views into that list, which is not
   // changed after construction).
   std::unordered_map<std::string_view, size_t> profile_index_;
