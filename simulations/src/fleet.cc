@@ -287,8 +287,11 @@ Result<Fleet> LoadFleet(const std::filesystem::path& dir) {
 
 std::string DevicesCsvHeader() {
   std::string header;
-  for (auto c : kDeviceColumns) header += (header.empty() ? "" : ",") + std::string(c);
-  return header + "\n";
+  for (auto c : kDeviceColumns) {
+    if (!header.empty()) header += ',';
+    header += c;
+  }
+  return header += '\n';
 }
 
 std::string EventsCsvHeader() { return "time,device_id,kind,value\n"; }
