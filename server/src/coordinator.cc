@@ -617,7 +617,9 @@ void Coordinator::HandleTrainResult(const SessionPtr& s, ClientEntry& e, const w
   }
   auto a = std::make_unique<Upload>();
   a->info = p;
-  a->data = TakeUploadBuffer(p.payload_bytes());
+  // The buffer is taken at the first chunk, not here: all selected clients
+  // send their headers at about the same time, and a buffer that a folded
+  // upload returned meanwhile can then serve a later one.
   e.upload_header = r;
   e.upload = std::move(a);
   if (e.upload->complete()) HandleChunk(s, e, ChunkView{});  // empty payload
@@ -671,6 +673,7 @@ void Coordinator::HandleChunk(const SessionPtr& s, ClientEntry& e, const ChunkVi
     } else if (c.data.empty()) {
       bad = "empty chunk";
     } else {
+      if (u.received_chunks == 0) u.data = TakeUploadBuffer(u.info.payload_bytes());
       u.data.insert(u.data.end(), c.data.begin(), c.data.end());
       ++u.received_chunks;
       if (u.received_chunks == u.info.num_chunks() && u.data.size() != u.info.payload_bytes()) {
@@ -682,6 +685,7 @@ void Coordinator::HandleChunk(const SessionPtr& s, ClientEntry& e, const ChunkVi
       Status st = DataLossError(bad);
       spdlog::warn("client {}: bad upload: {}; closing", e.client_id, st.ToString());
       s->CloseWithError(wire::Error::BAD_PAYLOAD, st.message());
+      ReturnUploadBuffer(std::move(u.data));
       e.upload.reset();
       return;
     }
