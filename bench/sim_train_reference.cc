@@ -5,6 +5,7 @@
 // as one loop in one process: no coordinator, no codec, no sessions, no
 // ledger. Prints the wall time and the final accuracy.
 //   sim_train_reference [devices=1000] [per_round=100] [rounds=50] [eval_examples=2000]
+#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -40,6 +41,11 @@ int main(int argc, char** argv) {
   const size_t rounds = argc > 3 ? std::strtoul(argv[3], nullptr, 10) : 50;
   const size_t eval_n = argc > 4 ? std::strtoul(argv[4], nullptr, 10) : 2000;
   torch::set_num_threads(1);
+  // As libverdant_torch does (ConfigureTorchThreads): OpenBLAS's own pool too.
+  if (void* blas = dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD)) {
+    if (auto set = reinterpret_cast<void (*)(int)>(dlsym(blas, "openblas_set_num_threads"))) set(1);
+    dlclose(blas);
+  }
   torch::manual_seed(1);
   const std::string dir = verdant::DefaultFashionMnistDir();
   auto train = verdant::LoadFashionMnist(dir, "train");

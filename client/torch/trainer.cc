@@ -3,6 +3,8 @@
 // wrapped so that exceptions become Status values (STYLE.md rule 9).
 #include "verdant/client/trainer.h"
 
+#include <dlfcn.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -267,6 +269,20 @@ void ConfigureThreads(int intra_op_threads) {
     torch::set_num_threads(std::max(1, intra_op_threads));
   } catch (const std::exception&) {
     // Best effort: the default thread count still works.
+  }
+  // Debian's LibTorch calls OpenBLAS, whose own thread pool ignores
+  // torch::set_num_threads: with the default (one thread per core) its
+  // workers spin in sched_yield between this process's small GEMMs, a whole
+  // core of system time (verdant simulate --train, 1,000 devices, K=100,
+  // 50 rounds: 21.5 s wall, 26.6 s user + 14.3 s system; capped: 18.0 s,
+  // 17.7 s + 1.4 s). Capped the same way when OpenBLAS is what is loaded;
+  // a no-op with any other BLAS.
+  if (void* blas = ::dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD)) {
+    using SetThreads = void (*)(int);
+    if (auto set = reinterpret_cast<SetThreads>(::dlsym(blas, "openblas_set_num_threads"))) {
+      set(std::max(1, intra_op_threads));
+    }
+    ::dlclose(blas);
   }
 }
 

@@ -4,6 +4,7 @@
 #include "verdant/client/torch_backend.h"
 
 #include <doctest/doctest.h>
+#include <dlfcn.h>
 #include <stdlib.h>
 
 #include <filesystem>
@@ -43,6 +44,19 @@ TEST_CASE("the torch backend loads on the first trainer") {
   auto init = InitialModel("mlp", 1);
   REQUIRE(init.ok());
   CHECK(init->size() == (*t)->layout().NumParameters());
+}
+
+TEST_CASE("ConfigureTorchThreads caps OpenBLAS's own thread pool too") {
+  auto t = Trainer::Create("mlp");
+  REQUIRE(t.ok());
+  ConfigureTorchThreads(1);
+  void* blas = ::dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD);
+  if (blas == nullptr) return;  // LibTorch on another BLAS: nothing to cap
+  void* sym = ::dlsym(blas, "openblas_get_num_threads");
+  REQUIRE(sym != nullptr);
+  const int threads = reinterpret_cast<int (*)()>(sym)();
+  CHECK(threads == 1);
+  ::dlclose(blas);
 }
 
 TEST_CASE("a missing torch backend is a clear error") {
