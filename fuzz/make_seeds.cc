@@ -8,6 +8,7 @@
 
 #include "fuzz_common.h"
 #include "verdant/transport/framing.h"
+#include "verdant/transport/message.h"
 #include "verdant/transport/secure_channel.h"
 
 namespace {
@@ -61,6 +62,12 @@ int main(int argc, char** argv) {
   Write(root / "frame_decoder_fuzz", "two_frames", stream);
   Write(root / "frame_decoder_fuzz", "oversize", {0x00, 1, 0x7f, 0xff, 0xff, 0xff, 1, 2});
   Write(root / "frame_decoder_fuzz", "empty_frame", {0x10, 3, 0, 0, 0, 0});
+  // Chunk envelopes: a first chunk (seq 0 omitted), a later one, an empty one.
+  const std::vector<uint8_t> payload = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  auto chunks = MakeChunkMessages(300, payload, 4);
+  Write(root / "chunk_view_fuzz", "first", *chunks[0]);
+  Write(root / "chunk_view_fuzz", "later", *chunks[2]);
+  Write(root / "chunk_view_fuzz", "empty", {0x42, 0});
   std::printf("seeds written under %s\n", root.c_str());
   return 0;
 }

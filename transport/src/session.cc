@@ -160,7 +160,7 @@ class SessionImpl final : public Session {
     env.mutable_error()->set_code(code);
     env.mutable_error()->set_message(message);
     auto bytes = SerializeEnvelope(env);
-    asio::post(strand_, [self = Self(), code, message,
+    asio::post(strand_, [self = Self(), message,
                          b = bytes.ok() ? std::make_shared<const ByteBuffer>(std::move(*bytes)) : nullptr] {
       if (self->closing_ || self->closed_) return;
       if (b && self->records_) {
