@@ -410,15 +410,17 @@ void Coordinator::OnSessionClosed(const SessionPtr& session, const Status& reaso
   cv_.notify_all();
 }
 
+Coordinator::ClientEntry* Coordinator::TouchEntry(const SessionPtr& s) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = clients_.find(s->id());
+  if (it == clients_.end()) return nullptr;
+  it->second.last_message = std::chrono::steady_clock::now();
+  return &it->second;  // stable: only this session's strand erases it
+}
+
 void Coordinator::OnChunk(const SessionPtr& s, const ChunkView& c) {
-  ClientEntry* e = nullptr;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = clients_.find(s->id());
-    if (it == clients_.end()) return;
-    e = &it->second;  // stable: only this session's strand erases it
-    e->last_message = std::chrono::steady_clock::now();
-  }
+  ClientEntry* e = TouchEntry(s);
+  if (e == nullptr) return;
   if (!e->welcomed) {
     spdlog::warn("session {} ({}): Chunk before Hello; closing", s->id(), s->remote_address());
     s->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "expected Hello first");
@@ -428,14 +430,8 @@ void Coordinator::OnChunk(const SessionPtr& s, const ChunkView& c) {
 }
 
 void Coordinator::OnMessage(const SessionPtr& s, wire::Envelope&& m) {
-  ClientEntry* e = nullptr;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = clients_.find(s->id());
-    if (it == clients_.end()) return;
-    e = &it->second;  // stable: only this session's strand erases it
-    e->last_message = std::chrono::steady_clock::now();
-  }
+  ClientEntry* e = TouchEntry(s);
+  if (e == nullptr) return;
   if (!e->welcomed && m.body_case() != wire::Envelope::kHello) {
     spdlog::warn("session {} ({}): {} before Hello; closing", s->id(), s->remote_address(), MessageTypeName(m));
     s->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "expected Hello first");

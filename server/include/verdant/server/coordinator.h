@@ -211,6 +211,8 @@ class Coordinator final : public SessionHandler {
   void HandleHello(const SessionPtr& s, ClientEntry& e, const wire::Hello& hello);
   void HandleTrainResult(const SessionPtr& s, ClientEntry& e, const wire::TrainResult& r);
   void HandleChunk(const SessionPtr& s, ClientEntry& e, const ChunkView& c);
+  // The session's entry (nullptr once it is gone), its last_message stamped.
+  ClientEntry* TouchEntry(const SessionPtr& s);
   void Push(Event ev);
   // An empty buffer for an upload of `declared_bytes`, from upload_pool_
   // when it has one (so a model-sized buffer is not allocated, page-faulted
