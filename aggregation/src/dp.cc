@@ -4,9 +4,9 @@
 #include <limits>
 #include <random>
 
-#include "state_io.h"
 #include "kernels.h"
 #include "verdant/core/parameter_vector.h"
+#include "verdant/core/state_io.h"
 
 namespace verdant {
 
@@ -149,7 +149,7 @@ std::pair<double, double> RdpAccountant::GetPrivacySpent(double delta) const {
 }
 
 std::string RdpAccountant::SaveState() const {
-  internal::StateWriter w("VRDP", 1);
+  StateWriter w("VRDP", 1);
   w.U64(orders_.size());
   for (size_t k = 0; k < orders_.size(); ++k) {
     w.F64(orders_[k]);
@@ -165,7 +165,7 @@ std::string RdpAccountant::SaveState() const {
 }
 
 Status RdpAccountant::RestoreState(std::string_view state) {
-  internal::StateReader r(state);
+  StateReader r(state);
   VERDANT_RETURN_IF_ERROR(r.Header("VRDP", 1));
   uint64_t n = 0;
   VERDANT_RETURN_IF_ERROR(r.U64(n));
@@ -288,14 +288,14 @@ Result<std::optional<ParameterVector>> DpFedAvgStrategy::FinishRound(
 }
 
 Result<std::string> DpFedAvgStrategy::SaveState() const {
-  internal::StateWriter w("VSTR", 1);
+  StateWriter w("VSTR", 1);
   w.String(Name());
   w.String(accountant_.SaveState());
   return w.Take();
 }
 
 Status DpFedAvgStrategy::RestoreState(std::string_view state) {
-  internal::StateReader r(state);
+  StateReader r(state);
   VERDANT_RETURN_IF_ERROR(r.Header("VSTR", 1));
   std::string name, acc;
   VERDANT_RETURN_IF_ERROR(r.String(name));

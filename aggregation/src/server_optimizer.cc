@@ -3,7 +3,7 @@
 #include <cmath>
 #include <vector>
 
-#include "state_io.h"
+#include "verdant/core/state_io.h"
 
 namespace verdant {
 
@@ -79,14 +79,14 @@ Status MomentumServerOptimizer::ApplyInto(std::span<const float> model,
 }
 
 Result<std::string> MomentumServerOptimizer::SaveState() const {
-  internal::StateWriter w("VOPT", 1);
+  StateWriter w("VOPT", 1);
   w.String(Name());
   w.Floats(v_);
   return w.Take();
 }
 
 Status MomentumServerOptimizer::RestoreState(std::string_view state) {
-  internal::StateReader r(state);
+  StateReader r(state);
   VERDANT_RETURN_IF_ERROR(r.Header("VOPT", 1));
   std::string name;
   VERDANT_RETURN_IF_ERROR(r.String(name));
@@ -175,7 +175,7 @@ Status AdaptiveServerOptimizer::ApplyInto(std::span<const float> model,
 }
 
 Result<std::string> AdaptiveServerOptimizer::SaveState() const {
-  internal::StateWriter w("VOPT", 1);
+  StateWriter w("VOPT", 1);
   w.String(Name());
   w.U64(t_);
   w.Floats(m_);
@@ -184,7 +184,7 @@ Result<std::string> AdaptiveServerOptimizer::SaveState() const {
 }
 
 Status AdaptiveServerOptimizer::RestoreState(std::string_view state) {
-  internal::StateReader r(state);
+  StateReader r(state);
   VERDANT_RETURN_IF_ERROR(r.Header("VOPT", 1));
   std::string name;
   VERDANT_RETURN_IF_ERROR(r.String(name));

@@ -2,8 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "state_io.h"
 #include "verdant/aggregation/dp.h"
+#include "verdant/core/state_io.h"
 
 namespace verdant {
 
@@ -57,14 +57,14 @@ Result<std::optional<ParameterVector>> FedAvgStrategy::FinishRound(
 
 Result<std::string> FedAvgStrategy::SaveState() const {
   VERDANT_ASSIGN_OR_RETURN(std::string opt, optimizer_->SaveState());
-  internal::StateWriter w("VSTR", 1);
+  StateWriter w("VSTR", 1);
   w.String(name_);
   w.String(opt);
   return w.Take();
 }
 
 Status FedAvgStrategy::RestoreState(std::string_view state) {
-  internal::StateReader r(state);
+  StateReader r(state);
   VERDANT_RETURN_IF_ERROR(r.Header("VSTR", 1));
   std::string name, opt;
   VERDANT_RETURN_IF_ERROR(r.String(name));

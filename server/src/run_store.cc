@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "verdant/core/state_io.h"
+
 namespace verdant {
 
 namespace fs = std::filesystem;
@@ -20,61 +22,6 @@ constexpr std::string_view kCheckpointMagic = "VCKP";
 constexpr uint32_t kCheckpointVersion = 1;
 constexpr size_t kHashBytes = 32;
 constexpr const char* kSchemaVersion = "1";
-
-// ---- a small binary writer/reader (little-endian, lengths checked) ----------
-
-class Writer {
- public:
-  void U64(uint64_t v) { Raw(&v, sizeof v); }
-  void I64(int64_t v) { Raw(&v, sizeof v); }
-  void F64(double v) { Raw(&v, sizeof v); }
-  void Str(std::string_view s) {
-    U64(s.size());
-    out_.append(s);
-  }
-  void Floats(const std::vector<float>& v) {
-    U64(v.size());
-    if (!v.empty()) Raw(v.data(), v.size() * sizeof(float));
-  }
-  std::string& out() { return out_; }
-
- private:
-  void Raw(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
-  std::string out_;
-};
-
-class Reader {
- public:
-  explicit Reader(std::string_view in) : in_(in) {}
-  Status U64(uint64_t& v) { return Raw(&v, sizeof v); }
-  Status I64(int64_t& v) { return Raw(&v, sizeof v); }
-  Status F64(double& v) { return Raw(&v, sizeof v); }
-  Status Str(std::string& s) {
-    uint64_t n = 0;
-    VERDANT_RETURN_IF_ERROR(U64(n));
-    if (n > in_.size()) return DataLossError("checkpoint truncated (string)");
-    s.assign(in_.data(), n);
-    in_.remove_prefix(n);
-    return OkStatus();
-  }
-  Status Floats(std::vector<float>& v) {
-    uint64_t n = 0;
-    VERDANT_RETURN_IF_ERROR(U64(n));
-    if (n > in_.size() / sizeof(float)) return DataLossError("checkpoint truncated (vector)");
-    v.resize(n);
-    return Raw(v.data(), n * sizeof(float));
-  }
-  bool done() const { return in_.empty(); }
-
- private:
-  Status Raw(void* p, size_t n) {
-    if (n > in_.size()) return DataLossError("checkpoint truncated");
-    if (n != 0) std::memcpy(p, in_.data(), n);
-    in_.remove_prefix(n);
-    return OkStatus();
-  }
-  std::string_view in_;
-};
 
 std::string Blake2b(std::string_view bytes) {
   unsigned char h[kHashBytes];
@@ -224,8 +171,8 @@ CREATE TABLE IF NOT EXISTS clients(
 // ---- checkpoint file ------------------------------------------------------------
 
 std::string EncodeCheckpoint(const CoordinatorCheckpoint& c) {
-  Writer w;
-  w.out().append(kCheckpointMagic);
+  StateWriter w;
+  w.Raw(kCheckpointMagic);
   w.U64(kCheckpointVersion);
   w.U64(c.round);
   w.U64(c.model_version);
@@ -233,15 +180,15 @@ std::string EncodeCheckpoint(const CoordinatorCheckpoint& c) {
   w.Floats(c.global);
   w.Floats(c.broadcast);
   w.U64(c.broadcast_version);
-  w.Str(c.strategy_state);
-  w.Str(c.selector_state);
+  w.String(c.strategy_state);
+  w.String(c.selector_state);
   w.U64(c.rng.seed);
   for (uint64_t s : c.rng.s) w.U64(s);
   w.U64(c.rng.has_spare_normal ? 1 : 0);
   w.F64(c.rng.spare_normal);
   w.U64(c.next_task_id);
   w.I64(c.grid_offset_us);
-  std::string out = std::move(w.out());
+  std::string out = w.Take();
   out += Blake2b(out);
   return out;
 }
@@ -254,7 +201,7 @@ Result<CoordinatorCheckpoint> DecodeCheckpoint(std::string_view bytes) {
   if (Blake2b(body) != bytes.substr(bytes.size() - kHashBytes)) {
     return DataLossError("checkpoint checksum mismatch (the file is corrupt or truncated)");
   }
-  Reader r(body.substr(kCheckpointMagic.size()));
+  StateReader r(body.substr(kCheckpointMagic.size()), "checkpoint");
   uint64_t version = 0;
   VERDANT_RETURN_IF_ERROR(r.U64(version));
   if (version != kCheckpointVersion) {
@@ -269,8 +216,8 @@ Result<CoordinatorCheckpoint> DecodeCheckpoint(std::string_view bytes) {
   VERDANT_RETURN_IF_ERROR(r.Floats(c.global));
   VERDANT_RETURN_IF_ERROR(r.Floats(c.broadcast));
   VERDANT_RETURN_IF_ERROR(r.U64(c.broadcast_version));
-  VERDANT_RETURN_IF_ERROR(r.Str(c.strategy_state));
-  VERDANT_RETURN_IF_ERROR(r.Str(c.selector_state));
+  VERDANT_RETURN_IF_ERROR(r.String(c.strategy_state));
+  VERDANT_RETURN_IF_ERROR(r.String(c.selector_state));
   VERDANT_RETURN_IF_ERROR(r.U64(c.rng.seed));
   for (uint64_t& s : c.rng.s) VERDANT_RETURN_IF_ERROR(r.U64(s));
   VERDANT_RETURN_IF_ERROR(r.U64(spare));
@@ -278,7 +225,7 @@ Result<CoordinatorCheckpoint> DecodeCheckpoint(std::string_view bytes) {
   VERDANT_RETURN_IF_ERROR(r.F64(c.rng.spare_normal));
   VERDANT_RETURN_IF_ERROR(r.U64(c.next_task_id));
   VERDANT_RETURN_IF_ERROR(r.I64(c.grid_offset_us));
-  if (!r.done()) return DataLossError("trailing bytes in checkpoint");
+  VERDANT_RETURN_IF_ERROR(r.ExpectEnd());
   return c;
 }
 
