@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config ccache git
-  libasio-dev libprotobuf-dev protobuf-compiler libsodium-dev libeigen3-dev zlib1g-dev
+  libasio-dev libprotobuf-dev protobuf-compiler libsodium-dev libssl-dev libeigen3-dev zlib1g-dev
   libtorch-dev libopenblas0-pthread
   doctest-dev libcli11-dev libtomlplusplus-dev libspdlog-dev nlohmann-json3-dev
   libsqlite3-dev libcpp-httplib-dev libbenchmark-dev

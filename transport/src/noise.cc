@@ -1,5 +1,6 @@
 #include "verdant/transport/noise.h"
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #include <algorithm>
@@ -20,7 +21,50 @@ void NonceBytes(uint64_t n, uint8_t out[crypto_aead_chacha20poly1305_ietf_NPUBBY
   for (int i = 0; i < 8; ++i) out[4 + i] = static_cast<uint8_t>(n >> (8 * i));
 }
 
+bool g_force_libsodium = false;
+
+// OpenSSL's ChaCha20-Poly1305, fetched once; null when unavailable (a
+// restricted provider configuration), and then libsodium's is used.
+const EVP_CIPHER* OpenSslChaChaPoly() {
+  static const EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "ChaCha20-Poly1305", nullptr);
+  return cipher;
+}
+
+// EVP_CipherUpdate takes an int length: feed large inputs in pieces.
+bool UpdateAll(EVP_CIPHER_CTX* ctx, uint8_t* out, const uint8_t* in, size_t len) {
+  constexpr size_t kStep = size_t{1} << 30;
+  for (size_t off = 0; off < len;) {
+    const size_t step = std::min(kStep, len - off);
+    int written = 0;
+    if (EVP_CipherUpdate(ctx, out == nullptr ? nullptr : out + off, &written, in + off, static_cast<int>(step)) != 1) {
+      return false;
+    }
+    off += step;
+  }
+  return true;
+}
+
+// One ChaCha20-Poly1305 operation on `ctx` (OpenSSL): encrypts `len` bytes of
+// `in` to `out` and writes the tag to `tag`, or decrypts and checks `tag`.
+// `out` may equal `in`. False on an OpenSSL error or a failed check.
+bool OpenSslAead(EVP_CIPHER_CTX* ctx, bool encrypt, const uint8_t* key, const uint8_t* nonce,
+                 std::span<const uint8_t> ad, const uint8_t* in, size_t len, uint8_t* out, uint8_t* tag) {
+  if (EVP_CipherInit_ex2(ctx, OpenSslChaChaPoly(), key, nonce, encrypt ? 1 : 0, nullptr) != 1) return false;
+  if (!encrypt && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, kNoiseTagBytes, tag) != 1) return false;
+  if (!ad.empty() && !UpdateAll(ctx, nullptr, ad.data(), ad.size())) return false;
+  if (len > 0 && !UpdateAll(ctx, out, in, len)) return false;
+  uint8_t final_block[32];
+  int written = 0;
+  if (EVP_CipherFinal_ex(ctx, final_block, &written) != 1) return false;
+  return !encrypt || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, kNoiseTagBytes, tag) == 1;
+}
+
 }  // namespace
+
+namespace internal {
+void ForceLibsodiumAead(bool force) { g_force_libsodium = force; }
+bool OpenSslAeadAvailable() { return OpenSslChaChaPoly() != nullptr; }
+}  // namespace internal
 
 // ---- CipherState --------------------------------------------------------------
 
@@ -30,6 +74,8 @@ void CipherState::Wipe() {
   sodium_memzero(k_.data(), k_.size());
   has_key_ = false;
   n_ = 0;
+  EVP_CIPHER_CTX_free(ctx_);  // OpenSSL clears the key material it held
+  ctx_ = nullptr;
 }
 
 CipherState::CipherState(CipherState&& other) noexcept : k_(other.k_), has_key_(other.has_key_), n_(other.n_) {
@@ -38,12 +84,46 @@ CipherState::CipherState(CipherState&& other) noexcept : k_(other.k_), has_key_(
 
 CipherState& CipherState::operator=(CipherState&& other) noexcept {
   if (this != &other) {
+    Wipe();
     k_ = other.k_;
     has_key_ = other.has_key_;
     n_ = other.n_;
     other.Wipe();
   }
   return *this;
+}
+
+// The AEAD itself: OpenSSL's when available, libsodium's otherwise.
+bool CipherState::Seal(const uint8_t* nonce, std::span<const uint8_t> ad, std::span<const uint8_t> plaintext,
+                       uint8_t* out) {
+  if (!g_force_libsodium && OpenSslChaChaPoly() != nullptr) {
+    if (ctx_ == nullptr) ctx_ = EVP_CIPHER_CTX_new();
+    if (ctx_ != nullptr) {
+      return OpenSslAead(ctx_, true, k_.data(), nonce, ad, plaintext.data(), plaintext.size(), out,
+                         out + plaintext.size());
+    }
+  }
+  crypto_aead_chacha20poly1305_ietf_encrypt_detached(out, out + plaintext.size(), nullptr, plaintext.data(),
+                                                     plaintext.size(), ad.data(), ad.size(), nullptr, nonce,
+                                                     k_.data());
+  return true;
+}
+
+bool CipherState::Open(const uint8_t* nonce, std::span<const uint8_t> ad, std::span<const uint8_t> ciphertext,
+                       const uint8_t* tag, uint8_t* out) {
+  bool ok;
+  if (!g_force_libsodium && OpenSslChaChaPoly() != nullptr && (ctx_ != nullptr || (ctx_ = EVP_CIPHER_CTX_new()))) {
+    // OpenSSL decrypts before it checks the tag: copy the tag first (it may
+    // sit right after `out`), and clear `out` when the check fails.
+    uint8_t expected[kNoiseTagBytes];
+    std::copy_n(tag, kNoiseTagBytes, expected);
+    ok = OpenSslAead(ctx_, false, k_.data(), nonce, ad, ciphertext.data(), ciphertext.size(), out, expected);
+  } else {
+    ok = crypto_aead_chacha20poly1305_ietf_decrypt_detached(out, nullptr, ciphertext.data(), ciphertext.size(), tag,
+                                                            ad.data(), ad.size(), nonce, k_.data()) == 0;
+  }
+  if (!ok && !ciphertext.empty()) sodium_memzero(out, ciphertext.size());
+  return ok;
 }
 
 void CipherState::InitializeKey(std::span<const uint8_t, 32> key) {
@@ -60,9 +140,7 @@ Status CipherState::EncryptWithAd(std::span<const uint8_t> ad, std::span<const u
   if (n_ == kMaxNonce) return ResourceExhaustedError("cipher nonce space exhausted");
   uint8_t nonce[12];
   NonceBytes(n_, nonce);
-  crypto_aead_chacha20poly1305_ietf_encrypt_detached(out, out + plaintext.size(), nullptr, plaintext.data(),
-                                                     plaintext.size(), ad.data(), ad.size(), nullptr, nonce,
-                                                     k_.data());
+  if (!Seal(nonce, ad, plaintext, out)) return InternalError("ChaCha20-Poly1305 encryption failed");
   ++n_;
   return OkStatus();
 }
@@ -79,9 +157,7 @@ Status CipherState::DecryptWithAd(std::span<const uint8_t> ad, std::span<const u
   uint8_t nonce[12];
   NonceBytes(n_, nonce);
   const size_t len = ciphertext.size() - kNoiseTagBytes;
-  if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(out, nullptr, ciphertext.data(), len,
-                                                         ciphertext.data() + len, ad.data(), ad.size(), nonce,
-                                                         k_.data()) != 0) {
+  if (!Open(nonce, ad, ciphertext.first(len), ciphertext.data() + len, out)) {
     return DataLossError("authentication failed");
   }
   ++n_;
@@ -92,8 +168,12 @@ void CipherState::Rekey() {
   uint8_t nonce[12];
   NonceBytes(kMaxNonce, nonce);
   std::array<uint8_t, 32 + kNoiseTagBytes> buf{};  // ENCRYPT(k, maxnonce, zerolen, zeros)
-  crypto_aead_chacha20poly1305_ietf_encrypt_detached(buf.data(), buf.data() + 32, nullptr, buf.data(), 32,
-                                                     nullptr, 0, nullptr, nonce, k_.data());
+  if (!Seal(nonce, {}, std::span<const uint8_t>(buf.data(), 32), buf.data())) {
+    // Cannot happen short of memory exhaustion inside OpenSSL; libsodium's
+    // AEAD cannot fail. Rekey must not silently keep the old key.
+    crypto_aead_chacha20poly1305_ietf_encrypt_detached(buf.data(), buf.data() + 32, nullptr, buf.data(), 32,
+                                                       nullptr, 0, nullptr, nonce, k_.data());
+  }
   std::copy_n(buf.begin(), 32, k_.begin());
   sodium_memzero(buf.data(), buf.size());
 }
