@@ -93,15 +93,19 @@ CipherState& CipherState::operator=(CipherState&& other) noexcept {
   return *this;
 }
 
-// The AEAD itself: OpenSSL's when available, libsodium's otherwise.
+// The AEAD itself: OpenSSL's when available (OpenSslContext() not null),
+// libsodium's otherwise.
+evp_cipher_ctx_st* CipherState::OpenSslContext() {
+  if (g_force_libsodium || OpenSslChaChaPoly() == nullptr) return nullptr;
+  if (ctx_ == nullptr) ctx_ = EVP_CIPHER_CTX_new();
+  return ctx_;
+}
+
 bool CipherState::Seal(const uint8_t* nonce, std::span<const uint8_t> ad, std::span<const uint8_t> plaintext,
                        uint8_t* out) {
-  if (!g_force_libsodium && OpenSslChaChaPoly() != nullptr) {
-    if (ctx_ == nullptr) ctx_ = EVP_CIPHER_CTX_new();
-    if (ctx_ != nullptr) {
-      return OpenSslAead(ctx_, true, k_.data(), nonce, ad, plaintext.data(), plaintext.size(), out,
-                         out + plaintext.size());
-    }
+  if (EVP_CIPHER_CTX* ctx = OpenSslContext()) {
+    return OpenSslAead(ctx, true, k_.data(), nonce, ad, plaintext.data(), plaintext.size(), out,
+                       out + plaintext.size());
   }
   crypto_aead_chacha20poly1305_ietf_encrypt_detached(out, out + plaintext.size(), nullptr, plaintext.data(),
                                                      plaintext.size(), ad.data(), ad.size(), nullptr, nonce,
@@ -112,12 +116,12 @@ bool CipherState::Seal(const uint8_t* nonce, std::span<const uint8_t> ad, std::s
 bool CipherState::Open(const uint8_t* nonce, std::span<const uint8_t> ad, std::span<const uint8_t> ciphertext,
                        const uint8_t* tag, uint8_t* out) {
   bool ok;
-  if (!g_force_libsodium && OpenSslChaChaPoly() != nullptr && (ctx_ != nullptr || (ctx_ = EVP_CIPHER_CTX_new()))) {
+  if (EVP_CIPHER_CTX* ctx = OpenSslContext()) {
     // OpenSSL decrypts before it checks the tag: copy the tag first (it may
     // sit right after `out`), and clear `out` when the check fails.
     uint8_t expected[kNoiseTagBytes];
     std::copy_n(tag, kNoiseTagBytes, expected);
-    ok = OpenSslAead(ctx_, false, k_.data(), nonce, ad, ciphertext.data(), ciphertext.size(), out, expected);
+    ok = OpenSslAead(ctx, false, k_.data(), nonce, ad, ciphertext.data(), ciphertext.size(), out, expected);
   } else {
     ok = crypto_aead_chacha20poly1305_ietf_decrypt_detached(out, nullptr, ciphertext.data(), ciphertext.size(), tag,
                                                             ad.data(), ad.size(), nonce, k_.data()) == 0;

@@ -100,6 +100,7 @@ class CipherState {
 
  private:
   void Wipe();
+  evp_cipher_ctx_st* OpenSslContext();
   bool Seal(const uint8_t* nonce, std::span<const uint8_t> ad, std::span<const uint8_t> plaintext, uint8_t* out);
   bool Open(const uint8_t* nonce, std::span<const uint8_t> ad, std::span<const uint8_t> ciphertext,
             const uint8_t* tag, uint8_t* out);
