@@ -291,11 +291,11 @@ class Coordinator final : public SessionHandler {
   uint64_t closed_bytes_up_ = 0, closed_bytes_down_ = 0;
   uint64_t round_bytes_up0_ = 0, round_bytes_down0_ = 0;
   std::deque<Event> events_;
-  // Buffers of consumed uploads, reused by the next ones. It never holds
-  // more buffers than uploads were once in flight together (a buffer is only
-  // allocated when the pool is empty), and is trimmed to the round's number
-  // of tasks, so peak memory is what fresh buffers cost; steady-state memory
-  // stays at that peak instead of being unmapped between rounds.
+  // Buffers of consumed uploads, reused by later uploads of the same round.
+  // It never holds more buffers than uploads were once in flight together
+  // (a buffer is only allocated when the pool is empty) nor more than the
+  // round's tasks, and is emptied when the next round's tasks go out, so
+  // the previous round's buffers do not sit idle through the broadcast.
   std::vector<ByteBuffer> upload_pool_;
   size_t upload_pool_limit_ = 0;
   std::atomic<bool> stop_{false};
