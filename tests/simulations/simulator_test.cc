@@ -4,12 +4,14 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "verdant/client/model_zoo.h"
 #include "verdant/energy/carbon.h"
 #include "verdant/simulations/fleet.h"
 #include "verdant/simulations/fleet_generator.h"
 #include "verdant/simulations/report.h"
 #include "verdant/simulations/simulator.h"
 #include "verdant/testing/temp_dir.h"
+#include "verdant/transport/message.h"
 
 using namespace verdant;
 using namespace verdant::sim;
@@ -141,6 +143,71 @@ TEST_CASE("rounds take the virtual time of their slowest client and dropouts are
   CHECK(json.find("\"simulation\"") != std::string::npos);
   CHECK(json.find("\"dropouts_battery\"") != std::string::npos);
   CHECK(r->summary.numbers.at("emissions_g") > 0);
+}
+
+namespace {
+
+// What a completed client's upload costs on the wire: its TrainResult and
+// the payload's Chunk envelopes as protobuf serialises them, plus a 4-byte
+// frame header each.
+uint64_t UploadWireBytes(uint64_t round, uint64_t task_id, uint64_t examples, double train_loss,
+                         double train_seconds, const std::string& codec, const std::string& model,
+                         uint64_t payload_bytes) {
+  auto layout = ModelLayout(model);
+  REQUIRE(layout.ok());
+  wire::Envelope env;
+  auto* r = env.mutable_train_result();
+  r->set_round(round);
+  r->set_task_id(task_id);
+  r->set_num_examples(examples);
+  r->set_train_loss(train_loss);
+  r->set_train_seconds(train_seconds);
+  auto* p = r->mutable_payload();
+  p->set_stream_id(task_id);
+  p->set_encoding(codec);
+  p->set_num_params(layout->NumParameters());
+  p->set_layout_fingerprint(layout->Fingerprint());
+  p->set_payload_bytes(payload_bytes);
+  const ByteBuffer payload(payload_bytes);
+  const auto chunks = MakeChunkMessages(task_id, payload);
+  p->set_num_chunks(static_cast<uint32_t>(chunks.size()));
+  uint64_t total = env.ByteSizeLong() + 4;
+  for (const auto& c : chunks) total += c->size() + 4;
+  return total;
+}
+
+}  // namespace
+
+TEST_CASE("an upload is counted as its serialised TrainResult and Chunk envelopes plus a frame header each") {
+  testing::TempDir dir;
+  auto f = ParseDevicesCsv(
+      "device_id,profile,zone,battery_wh,ms_per_sample,up_kbps,down_kbps,embodied_kg,num_examples\n"
+      "d-only,phone-flagship,NO,19,0.25,80000,80000,64,400\n");
+  REQUIRE(f.ok());
+  REQUIRE(ParseEventsCsv("time,device_id,kind,value\n"
+                         "2022-06-01T00:00:00Z,d-only,available,\n"
+                         "2022-06-01T00:00:00Z,d-only,charging_on,\n",
+                         *f)
+              .ok());
+  SimulationOptions o = SmallOptions(dir.path().string());
+  // 1,200,000 bytes of identity payload: a full 1 MiB chunk and a partial one.
+  o.model = "synthetic:300000";
+  o.clients_per_round = 1;
+  o.rounds = 2;
+  auto r = RunSimulation(*f, o);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  auto clients = Csv(testing::ReadFile(dir.path() / "clients.csv"));
+  REQUIRE(clients.size() == 3);
+  const auto& h = clients[0];
+  for (size_t i = 1; i < clients.size(); ++i) {
+    const auto& c = clients[i];
+    REQUIRE(c[Col(h, "status")] == "completed");
+    const uint64_t round = std::stoull(c[Col(h, "round")]);
+    // One device, one task per round: task ids (and upload stream ids) 1, 2.
+    CHECK(std::stoull(c[Col(h, "bytes_up")]) ==
+          UploadWireBytes(round, round, 400, 0.0, std::stod(c[Col(h, "train_seconds")]), "identity",
+                          "synthetic:300000", 300000 * sizeof(float)));
+  }
 }
 
 TEST_CASE("a device past the round timeout fails with the deadline and the round ends at the timeout") {
