@@ -2,7 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <google/protobuf/io/coded_stream.h>
+
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
@@ -33,6 +36,20 @@ Duration ToDuration(double seconds) { return std::chrono::duration_cast<Duration
 
 // Frame header of a length-prefixed message on the real transport.
 constexpr uint64_t kFrameOverhead = 4;
+
+// The serialised size of an Envelope holding only Chunk{stream_id, seq, `len`
+// bytes of data}, as protobuf writes it (proto3: fields at zero are left out;
+// the Envelope's chunk field is 8, a one-byte tag). Uploads are handed to the
+// coordinator as chunk views, not serialised; this is what they would cost
+// on the wire (tests/simulations: checked against protobuf).
+uint64_t ChunkEnvelopeBytes(uint64_t stream_id, uint32_t seq, uint64_t len) {
+  using google::protobuf::io::CodedOutputStream;
+  uint64_t inner = 0;
+  if (stream_id != 0) inner += 1 + CodedOutputStream::VarintSize64(stream_id);
+  if (seq != 0) inner += 1 + CodedOutputStream::VarintSize32(seq);
+  if (len != 0) inner += 1 + CodedOutputStream::VarintSize64(len) + len;
+  return 1 + CodedOutputStream::VarintSize64(inner) + inner;
+}
 
 class Engine;
 
@@ -444,57 +461,56 @@ class Engine {
         task.max_examples() > 0 ? std::min<uint64_t>(task.max_examples(), Examples(i)) : Examples(i);
     uint64_t samples = examples * std::max<uint32_t>(1, task.local_epochs());
     double train_loss = 0;
-    // The upload: TrainResult + chunks, as the real client sends them.
-    const ByteBuffer* update_ptr = nullptr;
+    // The upload: TrainResult + chunks, as the real client sends them. The
+    // chunks go to the coordinator as views of `update` (SessionHandler::
+    // OnChunk, as the TCP session hands over a frame read in place), so the
+    // update is copied once, into the coordinator's upload buffer. `update`
+    // is the engine's (update_, delta_ or trained_update_): it holds until
+    // this device's chunks are delivered, below.
+    std::span<const uint8_t> update;
     if (train_ != nullptr) {
-      Status st = TrainOn(i, task, examples, samples, train_loss);
+      Status st = TrainOn(i, task, examples, samples, train_loss, update);
       if (!st.ok()) {
         spdlog::warn("simulator: device {}: training failed: {}", dev.id, st.ToString());
         Disconnect(i, st.WithContext("local training"));
         MarkDirty(i);
         return;
       }
-      update_ptr = &trained_update_;
     } else {
-      update_ptr = &UpdateBytes(task);
+      update = UpdateBytes(task);
     }
-    const ByteBuffer& update = *update_ptr;
-    std::vector<wire::Envelope> msgs;
+    const uint64_t stream_id = task.task_id();
+    const uint32_t n_chunks = NumChunks(update.size(), kChunkBytes);
+    wire::Envelope result;
     {
-      wire::Envelope env;
-      auto* r = env.mutable_train_result();
+      auto* r = result.mutable_train_result();
       r->set_round(task.round());
       r->set_task_id(task.task_id());
       r->set_num_examples(examples);
       r->set_train_loss(train_loss);
       auto* p = r->mutable_payload();
-      p->set_stream_id(task.task_id());
+      p->set_stream_id(stream_id);
       p->set_encoding(task.uplink_codec());
       p->set_num_params(task.payload().num_params());
       p->set_layout_fingerprint(task.payload().layout_fingerprint());
       p->set_payload_bytes(update.size());
-      const uint32_t n_chunks = static_cast<uint32_t>((update.size() + kChunkBytes - 1) / kChunkBytes);
       p->set_num_chunks(n_chunks);
-      msgs.push_back(std::move(env));
-      for (uint32_t c = 0; c < n_chunks; ++c) {
-        wire::Envelope ch;
-        auto* k = ch.mutable_chunk();
-        k->set_stream_id(task.task_id());
-        k->set_seq(c);
-        const size_t off = static_cast<size_t>(c) * kChunkBytes;
-        const size_t len = std::min<size_t>(kChunkBytes, update.size() - off);
-        k->set_data(update.data() + off, len);
-        msgs.push_back(std::move(ch));
-      }
     }
-    uint64_t bytes_up = 0;
-    for (const auto& m : msgs) bytes_up += m.ByteSizeLong() + kFrameOverhead;
+    auto chunk = [&](uint32_t c) {
+      const size_t off = static_cast<size_t>(c) * kChunkBytes;
+      return ChunkView{stream_id, c, update.subspan(off, std::min<size_t>(kChunkBytes, update.size() - off))};
+    };
+    uint64_t bytes_up = result.ByteSizeLong() + kFrameOverhead;
+    for (uint32_t c = 0; c < n_chunks; ++c) {
+      const ChunkView v = chunk(c);
+      bytes_up += ChunkEnvelopeBytes(v.stream_id, v.seq, v.data.size()) + kFrameOverhead;
+    }
     // Virtual duration: download, train, upload.
     const double t_down = static_cast<double>(d.bytes_down) * 8.0 / (dev.down_kbps * 1e3);
     const double t_train = 3.0 * static_cast<double>(samples) * dev.ms_per_sample / 1000.0;
     const double t_up = static_cast<double>(bytes_up) * 8.0 / (dev.up_kbps * 1e3);
     const double dur = t_down + t_train + t_up;
-    msgs.front().mutable_train_result()->set_train_seconds(t_train);
+    result.mutable_train_result()->set_train_seconds(t_train);
     const TimePoint finish = now + ToDuration(dur);
 
     // Dropouts: the first of unavailability, battery below the threshold,
@@ -547,12 +563,22 @@ class Engine {
       return;
     }
     ++completed;
-    for (auto& m : msgs) Deliver(*d.session, std::move(m));
+    const std::shared_ptr<SimSession> session = d.session;
+    Deliver(*session, std::move(result));
+    for (uint32_t c = 0; c < n_chunks; ++c) {
+      const ChunkView v = chunk(c);
+      session->CountReceived(ChunkEnvelopeBytes(v.stream_id, v.seq, v.data.size()) + kFrameOverhead);
+      handler_->OnChunk(session, v);
+    }
   }
 
   // --train: the received model (identity float32 downlink), trained on the
-  // device's shard; the delta goes through the run's codec into trained_update_.
-  Status TrainOn(uint32_t i, const wire::TrainTask& task, uint64_t& examples, uint64_t& samples, double& loss) {
+  // device's shard. `update` is what the device uploads: the delta's own
+  // bytes for the identity codec (chunked in place, as ClientLoop does), the
+  // run's codec's encoding of it in trained_update_ otherwise; valid until
+  // the next training.
+  Status TrainOn(uint32_t i, const wire::TrainTask& task, uint64_t& examples, uint64_t& samples, double& loss,
+                 std::span<const uint8_t>& update) {
     DeviceRuntime& d = devices_[i];
     const uint64_t n = task.payload().num_params();
     if (task.payload().encoding() != "identity" || d.model.size() != n * sizeof(float)) {
@@ -577,9 +603,16 @@ class Engine {
     if (!codec_) {
       VERDANT_ASSIGN_OR_RETURN(codec_, CreateCodec(task.uplink_codec()));
     }
+    if (codec_->Name() == "identity") {
+      static_assert(std::endian::native == std::endian::little, "the identity wire format is little-endian float32");
+      update = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(delta_.data()), delta_.size() * sizeof(float));
+      return OkStatus();
+    }
     Rng rng(task.seed());
     trained_update_.clear();
-    return codec_->Encode(delta_, rng, trained_update_);
+    VERDANT_RETURN_IF_ERROR(codec_->Encode(delta_, rng, trained_update_));
+    update = trained_update_;
+    return OkStatus();
   }
 
   // Device i's energy model, made when it first trains: one per device of
