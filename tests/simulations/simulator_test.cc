@@ -252,6 +252,26 @@ Fleet Generated(uint64_t devices, uint32_t days, std::vector<std::string> zones)
   return std::move(*f);
 }
 
+// The outputs of two runs in `a` and `b` are byte-identical, but for what
+// measures the host (rounds.csv's wall-clock columns, summary.json's host keys).
+void CheckSameOutputs(const std::filesystem::path& a, const std::filesystem::path& b) {
+  for (const char* f : {"clients.csv", "simulation.csv", "emissions.csv"}) {
+    CHECK_MESSAGE(testing::ReadFile(a / f) == testing::ReadFile(b / f), f);
+  }
+  const std::vector<std::string> wall = {"wall_seconds", "eval_seconds"};
+  CHECK(Mask(testing::ReadFile(a / "rounds.csv"), wall) == Mask(testing::ReadFile(b / "rounds.csv"), wall));
+  auto host_free = [](const std::filesystem::path& p) {
+    auto j = nlohmann::ordered_json::parse(testing::ReadFile(p));
+    for (const char* k : {"wall_seconds", "coordinator_cpu_seconds", "coordinator_rounds_cpu_seconds",
+                          "coordinator_peak_rss_mb"}) {
+      REQUIRE(j.contains(k));
+      j.erase(k);
+    }
+    return j.dump(2);
+  };
+  CHECK(host_free(a / "summary.json") == host_free(b / "summary.json"));
+}
+
 }  // namespace
 
 TEST_CASE("the same fleet and seed give byte-identical outputs") {
@@ -266,25 +286,8 @@ TEST_CASE("the same fleet and seed give byte-identical outputs") {
     auto r = RunSimulation(fleet, o);
     REQUIRE_MESSAGE(r.ok(), r.status().ToString());
   }
-  const auto a = dir.path() / "a", b = dir.path() / "b";
-  for (const char* f : {"clients.csv", "simulation.csv", "emissions.csv"}) {
-    CHECK_MESSAGE(testing::ReadFile(a / f) == testing::ReadFile(b / f), f);
-  }
-  // rounds.csv: byte-identical but for the host's wall-clock columns.
-  const std::vector<std::string> wall = {"wall_seconds", "eval_seconds"};
-  CHECK(Mask(testing::ReadFile(a / "rounds.csv"), wall) == Mask(testing::ReadFile(b / "rounds.csv"), wall));
-  CHECK(testing::ReadFile(a / "clients.csv").size() > 1000);
-  // summary.json: identical but for the keys that measure this host.
-  auto host_free = [](const std::filesystem::path& p) {
-    auto j = nlohmann::ordered_json::parse(testing::ReadFile(p));
-    for (const char* k : {"wall_seconds", "coordinator_cpu_seconds", "coordinator_rounds_cpu_seconds",
-                          "coordinator_peak_rss_mb"}) {
-      REQUIRE(j.contains(k));
-      j.erase(k);
-    }
-    return j.dump(2);
-  };
-  CHECK(host_free(a / "summary.json") == host_free(b / "summary.json"));
+  CheckSameOutputs(dir.path() / "a", dir.path() / "b");
+  CHECK(testing::ReadFile(dir.path() / "a" / "clients.csv").size() > 1000);
 }
 
 TEST_CASE("on the same fleet the carbon-aware selector emits less than random") {
@@ -411,4 +414,26 @@ TEST_CASE("--train mode trains each selected device on its Dirichlet shard and r
   SimulationOptions bad = o;
   bad.downlink_codec = "fp16";
   CHECK(RunSimulation(fleet, bad).status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("--train mode: the same fleet and seed give byte-identical outputs") {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") &&
+      std::getenv("VERDANT_DATA_DIR") == nullptr) {
+    MESSAGE("Fashion-MNIST not installed: skipped");
+    return;
+  }
+  testing::TempDir dir;
+  const Fleet fleet = Generated(30, 1, {"NO", "ES"});
+  for (const char* run : {"a", "b"}) {
+    SimulationOptions o = SmallOptions((dir.path() / run).string());
+    o.model = "mlp";
+    o.train = true;
+    o.eval_examples = 500;
+    o.clients_per_round = 5;
+    o.rounds = 3;
+    auto r = RunSimulation(fleet, o);
+    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+    CHECK(r->completed > 0);
+  }
+  CheckSameOutputs(dir.path() / "a", dir.path() / "b");
 }
