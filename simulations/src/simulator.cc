@@ -149,7 +149,12 @@ struct DeviceRuntime {
   uint32_t chunks_left = 0;
   uint64_t bytes_down = 0;
   wire::TrainTask task;
-  ByteBuffer model;  // --train: the received model's bytes
+  // --train: the model being received. Each chunk, read in place, is copied
+  // once, straight into the values the trainer reads (identity float32); the
+  // ParameterVector comes from the engine's pool for the task's duration.
+  ParameterVector model;
+  uint64_t model_bytes = 0;  // received so far
+  Status receive;            // the first bad chunk, reported when the task is answered
 };
 
 struct RoundStats {
@@ -369,6 +374,7 @@ class Engine {
     auto s = std::move(d.session);
     d.session.reset();
     d.task_id = 0;
+    ReturnModel(d.model);
     if (!s || s->notified) return;
     s->MarkClosed();
     s->notified = true;
@@ -398,10 +404,7 @@ class Engine {
     if (!bytes.empty() && bytes[0] == kChunkTag) {
       if (d.task_id != 0 && d.chunks_left > 0) {
         d.bytes_down += bytes.size() + kFrameOverhead;
-        if (train_ != nullptr) {
-          auto env = ParseEnvelope(bytes);
-          if (env.ok() && env->has_chunk()) d.model.insert(d.model.end(), env->chunk().data().begin(), env->chunk().data().end());
-        }
+        if (train_ != nullptr) ReceiveModelChunk(d, bytes);
         if (--d.chunks_left == 0) Answer(s->device());
       }
       return;
@@ -412,8 +415,62 @@ class Engine {
     d.task_id = d.task.task_id();
     d.bytes_down = bytes.size() + kFrameOverhead;
     d.chunks_left = d.task.payload().num_chunks();
-    d.model.clear();
+    d.model_bytes = 0;
+    d.receive = OkStatus();
+    if (train_ != nullptr) {
+      ReturnModel(d.model);
+      const auto& info = d.task.payload();
+      if (info.encoding() == "identity" && info.num_params() == train_->trainer->layout().NumParameters()) {
+        d.model = TakeModel();
+      }
+    }
     if (d.chunks_left == 0) Answer(s->device());
+  }
+
+  // --train: one chunk of the model, read in place (ParseChunkView, as the
+  // TCP session reads a frame; protobuf only for what that leaves to it) and
+  // copied into the device's model values. The checks are PayloadAssembler's:
+  // the task's stream, in order, within the declared size.
+  void ReceiveModelChunk(DeviceRuntime& d, std::span<const uint8_t> bytes) {
+    if (!d.receive.ok() || d.model.size() == 0) return;  // TrainOn reports why
+    std::optional<wire::Envelope> env;  // owns the data of a chunk protobuf parsed
+    std::optional<ChunkView> c = ParseChunkView(bytes);
+    if (!c) {
+      auto parsed = ParseEnvelope(bytes);
+      if (!parsed.ok() || !parsed->has_chunk()) {
+        d.receive = DataLossError("a model chunk is not a Chunk envelope");
+        return;
+      }
+      env = std::move(*parsed);
+      c = ToChunkView(env->chunk());
+    }
+    const auto& info = d.task.payload();
+    const uint32_t seq = info.num_chunks() - d.chunks_left;
+    const uint64_t room = d.model.size() * sizeof(float) - d.model_bytes;
+    if (c->stream_id != info.stream_id() || c->seq != seq || c->data.size() > room) {
+      d.receive = DataLossError("model chunk " + std::to_string(c->seq) + " of stream " + std::to_string(c->stream_id) +
+                                ": expected chunk " + std::to_string(seq) + " of stream " +
+                                std::to_string(info.stream_id()) + " with at most " + std::to_string(room) + " bytes");
+      return;
+    }
+    if (!c->data.empty()) {
+      std::memcpy(reinterpret_cast<uint8_t*>(d.model.values().data()) + d.model_bytes, c->data.data(), c->data.size());
+    }
+    d.model_bytes += c->data.size();
+  }
+
+  // --train: model buffers, one per task being received (one at a time in
+  // practice: a task's chunks follow it in the queue), kept for later tasks
+  // instead of a model-sized allocation per client.
+  ParameterVector TakeModel() {
+    if (model_pool_.empty()) return ParameterVector(train_->trainer->layout());
+    ParameterVector m = std::move(model_pool_.back());
+    model_pool_.pop_back();
+    return m;
+  }
+  void ReturnModel(ParameterVector& m) {
+    if (m.size() > 0 && model_pool_.size() < kModelPool) model_pool_.push_back(std::move(m));
+    m = ParameterVector();
   }
 
   // The encoded update every energy-only client of `round` uploads: a tiny
@@ -581,14 +638,19 @@ class Engine {
                  std::span<const uint8_t>& update) {
     DeviceRuntime& d = devices_[i];
     const uint64_t n = task.payload().num_params();
-    if (task.payload().encoding() != "identity" || d.model.size() != n * sizeof(float)) {
+    if (task.payload().encoding() != "identity") {
       return FailedPreconditionError("--train needs the identity downlink (got '" + task.payload().encoding() + "')");
     }
-    std::vector<float> values(n);
-    std::memcpy(values.data(), d.model.data(), d.model.size());
-    d.model = ByteBuffer();
-    VERDANT_ASSIGN_OR_RETURN(ParameterVector global,
-                             ParameterVector::FromValues(train_->trainer->layout(), std::move(values)));
+    if (d.model.size() != n) {
+      return FailedPreconditionError("the task's model has " + std::to_string(n) + " parameters, '" +
+                                     std::string(train_->trainer->model_name()) + "' has " +
+                                     std::to_string(train_->trainer->layout().NumParameters()));
+    }
+    VERDANT_RETURN_IF_ERROR(d.receive);
+    if (d.model_bytes != n * sizeof(float)) {
+      return DataLossError("the model ended at " + std::to_string(d.model_bytes) + " of " +
+                           std::to_string(n * sizeof(float)) + " bytes");
+    }
     LocalTrainOptions lo;
     lo.local_epochs = std::max<uint32_t>(1, task.local_epochs());
     lo.batch_size = std::max<uint32_t>(1, task.batch_size());
@@ -596,7 +658,9 @@ class Engine {
     lo.proximal_mu = task.proximal_mu();
     lo.max_examples = task.max_examples();
     lo.seed = task.seed();
-    VERDANT_ASSIGN_OR_RETURN(LocalTrainResult r, train_->trainer->Train(global, train_->shards[i], lo, delta_));
+    auto trained = train_->trainer->Train(d.model, train_->shards[i], lo, delta_);
+    ReturnModel(d.model);
+    VERDANT_ASSIGN_OR_RETURN(LocalTrainResult r, std::move(trained));
     examples = r.num_examples;
     samples = r.samples_processed;
     loss = r.train_loss;
@@ -638,6 +702,7 @@ class Engine {
   }
 
   static constexpr size_t kChunkBytes = kDefaultChunkBytes;
+  static constexpr size_t kModelPool = 4;
   const Fleet& fleet_;
   const SimulationOptions& o_;
   ManualClock& clock_;
@@ -656,6 +721,7 @@ class Engine {
   std::unique_ptr<UpdateCodec> codec_;
   ByteBuffer update_;
   TrainContext* train_ = nullptr;
+  std::vector<ParameterVector> model_pool_;  // --train: see TakeModel
   std::vector<float> delta_;
   ByteBuffer trained_update_;
   uint64_t update_round_ = 0, update_params_ = 0;
