@@ -15,6 +15,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <unordered_map>
 
 #include "verdant/aggregation/strategy.h"
 #include "verdant/client/client_loop.h"
@@ -149,12 +150,15 @@ struct DeviceRuntime {
   uint32_t chunks_left = 0;
   uint64_t bytes_down = 0;
   wire::TrainTask task;
-  // --train: the model being received. Each chunk, read in place, is copied
-  // once, straight into the values the trainer reads (identity float32); the
-  // ParameterVector comes from the engine's pool for the task's duration.
-  ParameterVector model;
-  uint64_t model_bytes = 0;  // received so far
-  Status receive;            // the first bad chunk, reported when the task is answered
+};
+
+// --train: a model being received. Each chunk, read in place, is copied
+// once, straight into the values the trainer reads (identity float32); the
+// ParameterVector comes from the engine's pool for the task's duration.
+struct ModelReceive {
+  ParameterVector model;  // empty when the task cannot be trained (TrainOn says why)
+  uint64_t bytes = 0;     // received so far
+  Status status;          // the first bad chunk, reported when the task is answered
 };
 
 struct RoundStats {
@@ -374,7 +378,7 @@ class Engine {
     auto s = std::move(d.session);
     d.session.reset();
     d.task_id = 0;
-    ReturnModel(d.model);
+    EndReceive(i);
     if (!s || s->notified) return;
     s->MarkClosed();
     s->notified = true;
@@ -404,7 +408,7 @@ class Engine {
     if (!bytes.empty() && bytes[0] == kChunkTag) {
       if (d.task_id != 0 && d.chunks_left > 0) {
         d.bytes_down += bytes.size() + kFrameOverhead;
-        if (train_ != nullptr) ReceiveModelChunk(d, bytes);
+        if (train_ != nullptr) ReceiveModelChunk(s->device(), d, bytes);
         if (--d.chunks_left == 0) Answer(s->device());
       }
       return;
@@ -415,13 +419,12 @@ class Engine {
     d.task_id = d.task.task_id();
     d.bytes_down = bytes.size() + kFrameOverhead;
     d.chunks_left = d.task.payload().num_chunks();
-    d.model_bytes = 0;
-    d.receive = OkStatus();
     if (train_ != nullptr) {
-      ReturnModel(d.model);
+      EndReceive(s->device());
+      ModelReceive& rx = receiving_[s->device()];
       const auto& info = d.task.payload();
       if (info.encoding() == "identity" && info.num_params() == train_->trainer->layout().NumParameters()) {
-        d.model = TakeModel();
+        rx.model = TakeModel();
       }
     }
     if (d.chunks_left == 0) Answer(s->device());
@@ -431,14 +434,17 @@ class Engine {
   // TCP session reads a frame; protobuf only for what that leaves to it) and
   // copied into the device's model values. The checks are PayloadAssembler's:
   // the task's stream, in order, within the declared size.
-  void ReceiveModelChunk(DeviceRuntime& d, std::span<const uint8_t> bytes) {
-    if (!d.receive.ok() || d.model.size() == 0) return;  // TrainOn reports why
+  void ReceiveModelChunk(uint32_t i, const DeviceRuntime& d, std::span<const uint8_t> bytes) {
+    auto it = receiving_.find(i);
+    if (it == receiving_.end()) return;
+    ModelReceive& rx = it->second;
+    if (!rx.status.ok() || rx.model.size() == 0) return;  // TrainOn reports why
     std::optional<wire::Envelope> env;  // owns the data of a chunk protobuf parsed
     std::optional<ChunkView> c = ParseChunkView(bytes);
     if (!c) {
       auto parsed = ParseEnvelope(bytes);
       if (!parsed.ok() || !parsed->has_chunk()) {
-        d.receive = DataLossError("a model chunk is not a Chunk envelope");
+        rx.status = DataLossError("a model chunk is not a Chunk envelope");
         return;
       }
       env = std::move(*parsed);
@@ -446,17 +452,26 @@ class Engine {
     }
     const auto& info = d.task.payload();
     const uint32_t seq = info.num_chunks() - d.chunks_left;
-    const uint64_t room = d.model.size() * sizeof(float) - d.model_bytes;
+    const uint64_t room = rx.model.size() * sizeof(float) - rx.bytes;
     if (c->stream_id != info.stream_id() || c->seq != seq || c->data.size() > room) {
-      d.receive = DataLossError("model chunk " + std::to_string(c->seq) + " of stream " + std::to_string(c->stream_id) +
+      rx.status = DataLossError("model chunk " + std::to_string(c->seq) + " of stream " + std::to_string(c->stream_id) +
                                 ": expected chunk " + std::to_string(seq) + " of stream " +
                                 std::to_string(info.stream_id()) + " with at most " + std::to_string(room) + " bytes");
       return;
     }
     if (!c->data.empty()) {
-      std::memcpy(reinterpret_cast<uint8_t*>(d.model.values().data()) + d.model_bytes, c->data.data(), c->data.size());
+      std::memcpy(reinterpret_cast<uint8_t*>(rx.model.values().data()) + rx.bytes, c->data.data(), c->data.size());
     }
-    d.model_bytes += c->data.size();
+    rx.bytes += c->data.size();
+  }
+
+  // --train: device i's receive state ends (trained, failed or gone); its
+  // buffer goes back to the pool.
+  void EndReceive(uint32_t i) {
+    auto it = receiving_.find(i);
+    if (it == receiving_.end()) return;
+    ReturnModel(it->second.model);
+    receiving_.erase(it);
   }
 
   // --train: model buffers, one per task being received (one at a time in
@@ -629,6 +644,25 @@ class Engine {
     }
   }
 
+  // --train: OK when `rx` holds the whole model the task announced.
+  Status ModelReady(const ModelReceive* rx, const wire::PayloadInfo& info) const {
+    const uint64_t n = info.num_params();
+    if (info.encoding() != "identity") {
+      return FailedPreconditionError("--train needs the identity downlink (got '" + info.encoding() + "')");
+    }
+    if (rx == nullptr || rx->model.size() != n) {
+      return FailedPreconditionError("the task's model has " + std::to_string(n) + " parameters, '" +
+                                     std::string(train_->trainer->model_name()) + "' has " +
+                                     std::to_string(train_->trainer->layout().NumParameters()));
+    }
+    VERDANT_RETURN_IF_ERROR(rx->status);
+    if (rx->bytes != n * sizeof(float)) {
+      return DataLossError("the model ended at " + std::to_string(rx->bytes) + " of " +
+                           std::to_string(n * sizeof(float)) + " bytes");
+    }
+    return OkStatus();
+  }
+
   // --train: the received model (identity float32 downlink), trained on the
   // device's shard. `update` is what the device uploads: the delta's own
   // bytes for the identity codec (chunked in place, as ClientLoop does), the
@@ -636,20 +670,10 @@ class Engine {
   // the next training.
   Status TrainOn(uint32_t i, const wire::TrainTask& task, uint64_t& examples, uint64_t& samples, double& loss,
                  std::span<const uint8_t>& update) {
-    DeviceRuntime& d = devices_[i];
-    const uint64_t n = task.payload().num_params();
-    if (task.payload().encoding() != "identity") {
-      return FailedPreconditionError("--train needs the identity downlink (got '" + task.payload().encoding() + "')");
-    }
-    if (d.model.size() != n) {
-      return FailedPreconditionError("the task's model has " + std::to_string(n) + " parameters, '" +
-                                     std::string(train_->trainer->model_name()) + "' has " +
-                                     std::to_string(train_->trainer->layout().NumParameters()));
-    }
-    VERDANT_RETURN_IF_ERROR(d.receive);
-    if (d.model_bytes != n * sizeof(float)) {
-      return DataLossError("the model ended at " + std::to_string(d.model_bytes) + " of " +
-                           std::to_string(n * sizeof(float)) + " bytes");
+    auto it = receiving_.find(i);
+    if (Status st = ModelReady(it == receiving_.end() ? nullptr : &it->second, task.payload()); !st.ok()) {
+      EndReceive(i);
+      return st;
     }
     LocalTrainOptions lo;
     lo.local_epochs = std::max<uint32_t>(1, task.local_epochs());
@@ -658,8 +682,8 @@ class Engine {
     lo.proximal_mu = task.proximal_mu();
     lo.max_examples = task.max_examples();
     lo.seed = task.seed();
-    auto trained = train_->trainer->Train(d.model, train_->shards[i], lo, delta_);
-    ReturnModel(d.model);
+    auto trained = train_->trainer->Train(it->second.model, train_->shards[i], lo, delta_);
+    EndReceive(i);
     VERDANT_ASSIGN_OR_RETURN(LocalTrainResult r, std::move(trained));
     examples = r.num_examples;
     samples = r.samples_processed;
@@ -721,7 +745,8 @@ class Engine {
   std::unique_ptr<UpdateCodec> codec_;
   ByteBuffer update_;
   TrainContext* train_ = nullptr;
-  std::vector<ParameterVector> model_pool_;  // --train: see TakeModel
+  std::unordered_map<uint32_t, ModelReceive> receiving_;  // --train: by device, while its model arrives
+  std::vector<ParameterVector> model_pool_;              // --train: see TakeModel
   std::vector<float> delta_;
   ByteBuffer trained_update_;
   uint64_t update_round_ = 0, update_params_ = 0;
