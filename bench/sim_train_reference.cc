@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
   }
   Mlp global, local;
   verdant::Rng rng(1);
+  uint64_t examples_trained = 0;
   for (size_t r = 1; r <= rounds; ++r) {
     std::vector<torch::Tensor> sum;
     for (const auto& p : global.parameters()) sum.push_back(torch::zeros_like(p));
@@ -104,6 +105,7 @@ int main(int argc, char** argv) {
       auto lp = local.parameters();
       for (size_t i = 0; i < gp.size(); ++i) sum[i] += (lp[i] - gp[i]) * static_cast<double>(n);
       total += static_cast<double>(n);
+      examples_trained += static_cast<uint64_t>(n);
     }
     torch::NoGradGuard g;
     auto gp = global.parameters();
@@ -117,7 +119,7 @@ int main(int argc, char** argv) {
   std::vector<int64_t> tl(test->labels.begin(), test->labels.end());
   auto ty = torch::tensor(tl);
   const double acc = global.forward(tx).argmax(1).eq(ty).to(torch::kFloat).mean().item<double>();
-  std::printf("bare LibTorch loop: %zu devices, %zu per round, %zu rounds: %.2f s, accuracy %.4f on %zu\n", devices,
-              per_round, rounds, train_s, acc, test->size());
+  std::printf("bare LibTorch loop: %zu devices, %zu per round, %zu rounds: %.2f s, accuracy %.4f on %zu, %llu examples trained\n",
+              devices, per_round, rounds, train_s, acc, test->size(), static_cast<unsigned long long>(examples_trained));
   return 0;
 }

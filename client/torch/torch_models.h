@@ -33,6 +33,9 @@ std::vector<torch::Tensor> ParametersInOrder(ZooNet& net);
 // `values` must hold exactly the layout's NumParameters() floats.
 void LoadFlat(const std::vector<torch::Tensor>& params, std::span<const float> values);
 void StoreFlat(const std::vector<torch::Tensor>& params, std::span<float> values);
+// delta = parameters - base, in one pass (not a copy, then a second pass to
+// subtract). `base` and `delta` hold the layout's NumParameters() floats.
+void StoreDelta(const std::vector<torch::Tensor>& params, std::span<const float> base, std::span<float> delta);
 
 }  // namespace verdant::internal
 

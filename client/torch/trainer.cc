@@ -185,13 +185,10 @@ Result<LocalTrainResult> TorchTrainer::Train(const ParameterVector& global, cons
     result.samples_processed = static_cast<uint64_t>(n) * opts.local_epochs;
 
     delta.resize(global.size());
-    internal::StoreFlat(params_, delta);
+    internal::StoreDelta(params_, global.values(), delta);
   } catch (const std::exception& e) {
     return InternalError("training model '" + name_ + "': " + e.what());
   }
-  const auto g = global.values();
-  float* d = delta.data();
-  for (size_t i = 0, k = delta.size(); i < k; ++i) d[i] -= g[i];
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
   return result;

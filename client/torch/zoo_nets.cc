@@ -107,6 +107,18 @@ void StoreFlat(const std::vector<torch::Tensor>& params, std::span<float> values
   }
 }
 
+void StoreDelta(const std::vector<torch::Tensor>& params, std::span<const float> base, std::span<float> delta) {
+  size_t offset = 0;
+  for (const auto& p : params) {
+    const size_t n = static_cast<size_t>(p.numel());
+    const float* w = p.data_ptr<float>();
+    const float* b = base.data() + offset;
+    float* d = delta.data() + offset;
+    for (size_t i = 0; i < n; ++i) d[i] = w[i] - b[i];
+    offset += n;
+  }
+}
+
 }  // namespace internal
 
 Result<ParameterVector> InitialTorchModel(std::string_view model, uint64_t seed) {

@@ -2,7 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <google/protobuf/io/coded_stream.h>
+
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
@@ -12,6 +15,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <unordered_map>
 
 #include "verdant/aggregation/strategy.h"
 #include "verdant/client/client_loop.h"
@@ -33,6 +37,20 @@ Duration ToDuration(double seconds) { return std::chrono::duration_cast<Duration
 
 // Frame header of a length-prefixed message on the real transport.
 constexpr uint64_t kFrameOverhead = 4;
+
+// The serialised size of an Envelope holding only Chunk{stream_id, seq, `len`
+// bytes of data}, as protobuf writes it (proto3: fields at zero are left out;
+// the Envelope's chunk field is 8, a one-byte tag). Uploads are handed to the
+// coordinator as chunk views, not serialised; this is what they would cost
+// on the wire (tests/simulations: checked against protobuf).
+uint64_t ChunkEnvelopeBytes(uint64_t stream_id, uint32_t seq, uint64_t len) {
+  using google::protobuf::io::CodedOutputStream;
+  uint64_t inner = 0;
+  if (stream_id != 0) inner += 1 + CodedOutputStream::VarintSize64(stream_id);
+  if (seq != 0) inner += 1 + CodedOutputStream::VarintSize32(seq);
+  if (len != 0) inner += 1 + CodedOutputStream::VarintSize64(len) + len;
+  return 1 + CodedOutputStream::VarintSize64(inner) + inner;
+}
 
 class Engine;
 
@@ -132,7 +150,15 @@ struct DeviceRuntime {
   uint32_t chunks_left = 0;
   uint64_t bytes_down = 0;
   wire::TrainTask task;
-  ByteBuffer model;  // --train: the received model's bytes
+};
+
+// --train: a model being received. Each chunk, read in place, is copied
+// once, straight into the values the trainer reads (identity float32); the
+// ParameterVector comes from the engine's pool for the task's duration.
+struct ModelReceive {
+  ParameterVector model;  // empty when the task cannot be trained (TrainOn says why)
+  uint64_t bytes = 0;     // received so far
+  Status status;          // the first bad chunk, reported when the task is answered
 };
 
 struct RoundStats {
@@ -352,6 +378,7 @@ class Engine {
     auto s = std::move(d.session);
     d.session.reset();
     d.task_id = 0;
+    EndReceive(i);
     if (!s || s->notified) return;
     s->MarkClosed();
     s->notified = true;
@@ -381,10 +408,7 @@ class Engine {
     if (!bytes.empty() && bytes[0] == kChunkTag) {
       if (d.task_id != 0 && d.chunks_left > 0) {
         d.bytes_down += bytes.size() + kFrameOverhead;
-        if (train_ != nullptr) {
-          auto env = ParseEnvelope(bytes);
-          if (env.ok() && env->has_chunk()) d.model.insert(d.model.end(), env->chunk().data().begin(), env->chunk().data().end());
-        }
+        if (train_ != nullptr) ReceiveModelChunk(s->device(), d, bytes);
         if (--d.chunks_left == 0) Answer(s->device());
       }
       return;
@@ -395,8 +419,73 @@ class Engine {
     d.task_id = d.task.task_id();
     d.bytes_down = bytes.size() + kFrameOverhead;
     d.chunks_left = d.task.payload().num_chunks();
-    d.model.clear();
+    if (train_ != nullptr) {
+      EndReceive(s->device());
+      ModelReceive& rx = receiving_[s->device()];
+      const auto& info = d.task.payload();
+      if (info.encoding() == "identity" && info.num_params() == train_->trainer->layout().NumParameters()) {
+        rx.model = TakeModel();
+      }
+    }
     if (d.chunks_left == 0) Answer(s->device());
+  }
+
+  // --train: one chunk of the model, read in place (ParseChunkView, as the
+  // TCP session reads a frame; protobuf only for what that leaves to it) and
+  // copied into the device's model values. The checks are PayloadAssembler's:
+  // the task's stream, in order, within the declared size.
+  void ReceiveModelChunk(uint32_t i, const DeviceRuntime& d, std::span<const uint8_t> bytes) {
+    auto it = receiving_.find(i);
+    if (it == receiving_.end()) return;
+    ModelReceive& rx = it->second;
+    if (!rx.status.ok() || rx.model.size() == 0) return;  // TrainOn reports why
+    std::optional<wire::Envelope> env;  // owns the data of a chunk protobuf parsed
+    std::optional<ChunkView> c = ParseChunkView(bytes);
+    if (!c) {
+      auto parsed = ParseEnvelope(bytes);
+      if (!parsed.ok() || !parsed->has_chunk()) {
+        rx.status = DataLossError("a model chunk is not a Chunk envelope");
+        return;
+      }
+      env = std::move(*parsed);
+      c = ToChunkView(env->chunk());
+    }
+    const auto& info = d.task.payload();
+    const uint32_t seq = info.num_chunks() - d.chunks_left;
+    const uint64_t room = rx.model.size() * sizeof(float) - rx.bytes;
+    if (c->stream_id != info.stream_id() || c->seq != seq || c->data.size() > room) {
+      rx.status = DataLossError("model chunk " + std::to_string(c->seq) + " of stream " + std::to_string(c->stream_id) +
+                                ": expected chunk " + std::to_string(seq) + " of stream " +
+                                std::to_string(info.stream_id()) + " with at most " + std::to_string(room) + " bytes");
+      return;
+    }
+    if (!c->data.empty()) {
+      std::memcpy(reinterpret_cast<uint8_t*>(rx.model.values().data()) + rx.bytes, c->data.data(), c->data.size());
+    }
+    rx.bytes += c->data.size();
+  }
+
+  // --train: device i's receive state ends (trained, failed or gone); its
+  // buffer goes back to the pool.
+  void EndReceive(uint32_t i) {
+    auto it = receiving_.find(i);
+    if (it == receiving_.end()) return;
+    ReturnModel(it->second.model);
+    receiving_.erase(it);
+  }
+
+  // --train: model buffers, one per task being received (one at a time in
+  // practice: a task's chunks follow it in the queue), kept for later tasks
+  // instead of a model-sized allocation per client.
+  ParameterVector TakeModel() {
+    if (model_pool_.empty()) return ParameterVector(train_->trainer->layout());
+    ParameterVector m = std::move(model_pool_.back());
+    model_pool_.pop_back();
+    return m;
+  }
+  void ReturnModel(ParameterVector& m) {
+    if (m.size() > 0 && model_pool_.size() < kModelPool) model_pool_.push_back(std::move(m));
+    m = ParameterVector();
   }
 
   // The encoded update every energy-only client of `round` uploads: a tiny
@@ -444,57 +533,56 @@ class Engine {
         task.max_examples() > 0 ? std::min<uint64_t>(task.max_examples(), Examples(i)) : Examples(i);
     uint64_t samples = examples * std::max<uint32_t>(1, task.local_epochs());
     double train_loss = 0;
-    // The upload: TrainResult + chunks, as the real client sends them.
-    const ByteBuffer* update_ptr = nullptr;
+    // The upload: TrainResult + chunks, as the real client sends them. The
+    // chunks go to the coordinator as views of `update` (SessionHandler::
+    // OnChunk, as the TCP session hands over a frame read in place), so the
+    // update is copied once, into the coordinator's upload buffer. `update`
+    // is the engine's (update_, delta_ or trained_update_): it holds until
+    // this device's chunks are delivered, below.
+    std::span<const uint8_t> update;
     if (train_ != nullptr) {
-      Status st = TrainOn(i, task, examples, samples, train_loss);
+      Status st = TrainOn(i, task, examples, samples, train_loss, update);
       if (!st.ok()) {
         spdlog::warn("simulator: device {}: training failed: {}", dev.id, st.ToString());
         Disconnect(i, st.WithContext("local training"));
         MarkDirty(i);
         return;
       }
-      update_ptr = &trained_update_;
     } else {
-      update_ptr = &UpdateBytes(task);
+      update = UpdateBytes(task);
     }
-    const ByteBuffer& update = *update_ptr;
-    std::vector<wire::Envelope> msgs;
+    const uint64_t stream_id = task.task_id();
+    const uint32_t n_chunks = NumChunks(update.size(), kChunkBytes);
+    wire::Envelope result;
     {
-      wire::Envelope env;
-      auto* r = env.mutable_train_result();
+      auto* r = result.mutable_train_result();
       r->set_round(task.round());
       r->set_task_id(task.task_id());
       r->set_num_examples(examples);
       r->set_train_loss(train_loss);
       auto* p = r->mutable_payload();
-      p->set_stream_id(task.task_id());
+      p->set_stream_id(stream_id);
       p->set_encoding(task.uplink_codec());
       p->set_num_params(task.payload().num_params());
       p->set_layout_fingerprint(task.payload().layout_fingerprint());
       p->set_payload_bytes(update.size());
-      const uint32_t n_chunks = static_cast<uint32_t>((update.size() + kChunkBytes - 1) / kChunkBytes);
       p->set_num_chunks(n_chunks);
-      msgs.push_back(std::move(env));
-      for (uint32_t c = 0; c < n_chunks; ++c) {
-        wire::Envelope ch;
-        auto* k = ch.mutable_chunk();
-        k->set_stream_id(task.task_id());
-        k->set_seq(c);
-        const size_t off = static_cast<size_t>(c) * kChunkBytes;
-        const size_t len = std::min<size_t>(kChunkBytes, update.size() - off);
-        k->set_data(update.data() + off, len);
-        msgs.push_back(std::move(ch));
-      }
     }
-    uint64_t bytes_up = 0;
-    for (const auto& m : msgs) bytes_up += m.ByteSizeLong() + kFrameOverhead;
+    auto chunk = [&](uint32_t c) {
+      const size_t off = static_cast<size_t>(c) * kChunkBytes;
+      return ChunkView{stream_id, c, update.subspan(off, std::min<size_t>(kChunkBytes, update.size() - off))};
+    };
+    uint64_t bytes_up = result.ByteSizeLong() + kFrameOverhead;
+    for (uint32_t c = 0; c < n_chunks; ++c) {
+      const ChunkView v = chunk(c);
+      bytes_up += ChunkEnvelopeBytes(v.stream_id, v.seq, v.data.size()) + kFrameOverhead;
+    }
     // Virtual duration: download, train, upload.
     const double t_down = static_cast<double>(d.bytes_down) * 8.0 / (dev.down_kbps * 1e3);
     const double t_train = 3.0 * static_cast<double>(samples) * dev.ms_per_sample / 1000.0;
     const double t_up = static_cast<double>(bytes_up) * 8.0 / (dev.up_kbps * 1e3);
     const double dur = t_down + t_train + t_up;
-    msgs.front().mutable_train_result()->set_train_seconds(t_train);
+    result.mutable_train_result()->set_train_seconds(t_train);
     const TimePoint finish = now + ToDuration(dur);
 
     // Dropouts: the first of unavailability, battery below the threshold,
@@ -547,22 +635,46 @@ class Engine {
       return;
     }
     ++completed;
-    for (auto& m : msgs) Deliver(*d.session, std::move(m));
+    const std::shared_ptr<SimSession> session = d.session;
+    Deliver(*session, std::move(result));
+    for (uint32_t c = 0; c < n_chunks; ++c) {
+      const ChunkView v = chunk(c);
+      session->CountReceived(ChunkEnvelopeBytes(v.stream_id, v.seq, v.data.size()) + kFrameOverhead);
+      handler_->OnChunk(session, v);
+    }
+  }
+
+  // --train: OK when `rx` holds the whole model the task announced.
+  Status ModelReady(const ModelReceive* rx, const wire::PayloadInfo& info) const {
+    const uint64_t n = info.num_params();
+    if (info.encoding() != "identity") {
+      return FailedPreconditionError("--train needs the identity downlink (got '" + info.encoding() + "')");
+    }
+    if (rx == nullptr || rx->model.size() != n) {
+      return FailedPreconditionError("the task's model has " + std::to_string(n) + " parameters, '" +
+                                     std::string(train_->trainer->model_name()) + "' has " +
+                                     std::to_string(train_->trainer->layout().NumParameters()));
+    }
+    VERDANT_RETURN_IF_ERROR(rx->status);
+    if (rx->bytes != n * sizeof(float)) {
+      return DataLossError("the model ended at " + std::to_string(rx->bytes) + " of " +
+                           std::to_string(n * sizeof(float)) + " bytes");
+    }
+    return OkStatus();
   }
 
   // --train: the received model (identity float32 downlink), trained on the
-  // device's shard; the delta goes through the run's codec into trained_update_.
-  Status TrainOn(uint32_t i, const wire::TrainTask& task, uint64_t& examples, uint64_t& samples, double& loss) {
-    DeviceRuntime& d = devices_[i];
-    const uint64_t n = task.payload().num_params();
-    if (task.payload().encoding() != "identity" || d.model.size() != n * sizeof(float)) {
-      return FailedPreconditionError("--train needs the identity downlink (got '" + task.payload().encoding() + "')");
+  // device's shard. `update` is what the device uploads: the delta's own
+  // bytes for the identity codec (chunked in place, as ClientLoop does), the
+  // run's codec's encoding of it in trained_update_ otherwise; valid until
+  // the next training.
+  Status TrainOn(uint32_t i, const wire::TrainTask& task, uint64_t& examples, uint64_t& samples, double& loss,
+                 std::span<const uint8_t>& update) {
+    auto it = receiving_.find(i);
+    if (Status st = ModelReady(it == receiving_.end() ? nullptr : &it->second, task.payload()); !st.ok()) {
+      EndReceive(i);
+      return st;
     }
-    std::vector<float> values(n);
-    std::memcpy(values.data(), d.model.data(), d.model.size());
-    d.model = ByteBuffer();
-    VERDANT_ASSIGN_OR_RETURN(ParameterVector global,
-                             ParameterVector::FromValues(train_->trainer->layout(), std::move(values)));
     LocalTrainOptions lo;
     lo.local_epochs = std::max<uint32_t>(1, task.local_epochs());
     lo.batch_size = std::max<uint32_t>(1, task.batch_size());
@@ -570,16 +682,25 @@ class Engine {
     lo.proximal_mu = task.proximal_mu();
     lo.max_examples = task.max_examples();
     lo.seed = task.seed();
-    VERDANT_ASSIGN_OR_RETURN(LocalTrainResult r, train_->trainer->Train(global, train_->shards[i], lo, delta_));
+    auto trained = train_->trainer->Train(it->second.model, train_->shards[i], lo, delta_);
+    EndReceive(i);
+    VERDANT_ASSIGN_OR_RETURN(LocalTrainResult r, std::move(trained));
     examples = r.num_examples;
     samples = r.samples_processed;
     loss = r.train_loss;
     if (!codec_) {
       VERDANT_ASSIGN_OR_RETURN(codec_, CreateCodec(task.uplink_codec()));
     }
+    if (codec_->Name() == "identity") {
+      static_assert(std::endian::native == std::endian::little, "the identity wire format is little-endian float32");
+      update = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(delta_.data()), delta_.size() * sizeof(float));
+      return OkStatus();
+    }
     Rng rng(task.seed());
     trained_update_.clear();
-    return codec_->Encode(delta_, rng, trained_update_);
+    VERDANT_RETURN_IF_ERROR(codec_->Encode(delta_, rng, trained_update_));
+    update = trained_update_;
+    return OkStatus();
   }
 
   // Device i's energy model, made when it first trains: one per device of
@@ -605,6 +726,7 @@ class Engine {
   }
 
   static constexpr size_t kChunkBytes = kDefaultChunkBytes;
+  static constexpr size_t kModelPool = 4;
   const Fleet& fleet_;
   const SimulationOptions& o_;
   ManualClock& clock_;
@@ -623,6 +745,8 @@ class Engine {
   std::unique_ptr<UpdateCodec> codec_;
   ByteBuffer update_;
   TrainContext* train_ = nullptr;
+  std::unordered_map<uint32_t, ModelReceive> receiving_;  // --train: by device, while its model arrives
+  std::vector<ParameterVector> model_pool_;              // --train: see TakeModel
   std::vector<float> delta_;
   ByteBuffer trained_update_;
   uint64_t update_round_ = 0, update_params_ = 0;

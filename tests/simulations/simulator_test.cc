@@ -4,12 +4,14 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "verdant/client/model_zoo.h"
 #include "verdant/energy/carbon.h"
 #include "verdant/simulations/fleet.h"
 #include "verdant/simulations/fleet_generator.h"
 #include "verdant/simulations/report.h"
 #include "verdant/simulations/simulator.h"
 #include "verdant/testing/temp_dir.h"
+#include "verdant/transport/message.h"
 
 using namespace verdant;
 using namespace verdant::sim;
@@ -143,6 +145,71 @@ TEST_CASE("rounds take the virtual time of their slowest client and dropouts are
   CHECK(r->summary.numbers.at("emissions_g") > 0);
 }
 
+namespace {
+
+// What a completed client's upload costs on the wire: its TrainResult and
+// the payload's Chunk envelopes as protobuf serialises them, plus a 4-byte
+// frame header each.
+uint64_t UploadWireBytes(uint64_t round, uint64_t task_id, uint64_t examples, double train_loss,
+                         double train_seconds, const std::string& codec, const std::string& model,
+                         uint64_t payload_bytes) {
+  auto layout = ModelLayout(model);
+  REQUIRE(layout.ok());
+  wire::Envelope env;
+  auto* r = env.mutable_train_result();
+  r->set_round(round);
+  r->set_task_id(task_id);
+  r->set_num_examples(examples);
+  r->set_train_loss(train_loss);
+  r->set_train_seconds(train_seconds);
+  auto* p = r->mutable_payload();
+  p->set_stream_id(task_id);
+  p->set_encoding(codec);
+  p->set_num_params(layout->NumParameters());
+  p->set_layout_fingerprint(layout->Fingerprint());
+  p->set_payload_bytes(payload_bytes);
+  const ByteBuffer payload(payload_bytes);
+  const auto chunks = MakeChunkMessages(task_id, payload);
+  p->set_num_chunks(static_cast<uint32_t>(chunks.size()));
+  uint64_t total = env.ByteSizeLong() + 4;
+  for (const auto& c : chunks) total += c->size() + 4;
+  return total;
+}
+
+}  // namespace
+
+TEST_CASE("an upload is counted as its serialised TrainResult and Chunk envelopes plus a frame header each") {
+  testing::TempDir dir;
+  auto f = ParseDevicesCsv(
+      "device_id,profile,zone,battery_wh,ms_per_sample,up_kbps,down_kbps,embodied_kg,num_examples\n"
+      "d-only,phone-flagship,NO,19,0.25,80000,80000,64,400\n");
+  REQUIRE(f.ok());
+  REQUIRE(ParseEventsCsv("time,device_id,kind,value\n"
+                         "2022-06-01T00:00:00Z,d-only,available,\n"
+                         "2022-06-01T00:00:00Z,d-only,charging_on,\n",
+                         *f)
+              .ok());
+  SimulationOptions o = SmallOptions(dir.path().string());
+  // 1,200,000 bytes of identity payload: a full 1 MiB chunk and a partial one.
+  o.model = "synthetic:300000";
+  o.clients_per_round = 1;
+  o.rounds = 2;
+  auto r = RunSimulation(*f, o);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  auto clients = Csv(testing::ReadFile(dir.path() / "clients.csv"));
+  REQUIRE(clients.size() == 3);
+  const auto& h = clients[0];
+  for (size_t i = 1; i < clients.size(); ++i) {
+    const auto& c = clients[i];
+    REQUIRE(c[Col(h, "status")] == "completed");
+    const uint64_t round = std::stoull(c[Col(h, "round")]);
+    // One device, one task per round: task ids (and upload stream ids) 1, 2.
+    CHECK(std::stoull(c[Col(h, "bytes_up")]) ==
+          UploadWireBytes(round, round, 400, 0.0, std::stod(c[Col(h, "train_seconds")]), "identity",
+                          "synthetic:300000", 300000 * sizeof(float)));
+  }
+}
+
 TEST_CASE("a device past the round timeout fails with the deadline and the round ends at the timeout") {
   testing::TempDir dir;
   Fleet fleet = HandMadeFleet();
@@ -185,6 +252,26 @@ Fleet Generated(uint64_t devices, uint32_t days, std::vector<std::string> zones)
   return std::move(*f);
 }
 
+// The outputs of two runs in `a` and `b` are byte-identical, but for what
+// measures the host (rounds.csv's wall-clock columns, summary.json's host keys).
+void CheckSameOutputs(const std::filesystem::path& a, const std::filesystem::path& b) {
+  for (const char* f : {"clients.csv", "simulation.csv", "emissions.csv"}) {
+    CHECK_MESSAGE(testing::ReadFile(a / f) == testing::ReadFile(b / f), f);
+  }
+  const std::vector<std::string> wall = {"wall_seconds", "eval_seconds"};
+  CHECK(Mask(testing::ReadFile(a / "rounds.csv"), wall) == Mask(testing::ReadFile(b / "rounds.csv"), wall));
+  auto host_free = [](const std::filesystem::path& p) {
+    auto j = nlohmann::ordered_json::parse(testing::ReadFile(p));
+    for (const char* k : {"wall_seconds", "coordinator_cpu_seconds", "coordinator_rounds_cpu_seconds",
+                          "coordinator_peak_rss_mb"}) {
+      REQUIRE(j.contains(k));
+      j.erase(k);
+    }
+    return j.dump(2);
+  };
+  CHECK(host_free(a / "summary.json") == host_free(b / "summary.json"));
+}
+
 }  // namespace
 
 TEST_CASE("the same fleet and seed give byte-identical outputs") {
@@ -199,25 +286,8 @@ TEST_CASE("the same fleet and seed give byte-identical outputs") {
     auto r = RunSimulation(fleet, o);
     REQUIRE_MESSAGE(r.ok(), r.status().ToString());
   }
-  const auto a = dir.path() / "a", b = dir.path() / "b";
-  for (const char* f : {"clients.csv", "simulation.csv", "emissions.csv"}) {
-    CHECK_MESSAGE(testing::ReadFile(a / f) == testing::ReadFile(b / f), f);
-  }
-  // rounds.csv: byte-identical but for the host's wall-clock columns.
-  const std::vector<std::string> wall = {"wall_seconds", "eval_seconds"};
-  CHECK(Mask(testing::ReadFile(a / "rounds.csv"), wall) == Mask(testing::ReadFile(b / "rounds.csv"), wall));
-  CHECK(testing::ReadFile(a / "clients.csv").size() > 1000);
-  // summary.json: identical but for the keys that measure this host.
-  auto host_free = [](const std::filesystem::path& p) {
-    auto j = nlohmann::ordered_json::parse(testing::ReadFile(p));
-    for (const char* k : {"wall_seconds", "coordinator_cpu_seconds", "coordinator_rounds_cpu_seconds",
-                          "coordinator_peak_rss_mb"}) {
-      REQUIRE(j.contains(k));
-      j.erase(k);
-    }
-    return j.dump(2);
-  };
-  CHECK(host_free(a / "summary.json") == host_free(b / "summary.json"));
+  CheckSameOutputs(dir.path() / "a", dir.path() / "b");
+  CHECK(testing::ReadFile(dir.path() / "a" / "clients.csv").size() > 1000);
 }
 
 TEST_CASE("on the same fleet the carbon-aware selector emits less than random") {
@@ -344,4 +414,26 @@ TEST_CASE("--train mode trains each selected device on its Dirichlet shard and r
   SimulationOptions bad = o;
   bad.downlink_codec = "fp16";
   CHECK(RunSimulation(fleet, bad).status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("--train mode: the same fleet and seed give byte-identical outputs") {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") &&
+      std::getenv("VERDANT_DATA_DIR") == nullptr) {
+    MESSAGE("Fashion-MNIST not installed: skipped");
+    return;
+  }
+  testing::TempDir dir;
+  const Fleet fleet = Generated(30, 1, {"NO", "ES"});
+  for (const char* run : {"a", "b"}) {
+    SimulationOptions o = SmallOptions((dir.path() / run).string());
+    o.model = "mlp";
+    o.train = true;
+    o.eval_examples = 500;
+    o.clients_per_round = 5;
+    o.rounds = 3;
+    auto r = RunSimulation(fleet, o);
+    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+    CHECK(r->completed > 0);
+  }
+  CheckSameOutputs(dir.path() / "a", dir.path() / "b");
 }
