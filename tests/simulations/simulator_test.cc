@@ -377,12 +377,18 @@ TEST_CASE("report.html and comparison.csv summarise the runs from their folders"
   CHECK(!WriteHtmlReport({{"missing", dir.path() / "nope"}}, nullptr, dir.path() / "r2.html").ok());
 }
 
-TEST_CASE("--train mode trains each selected device on its Dirichlet shard and reports accuracy") {
-  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") &&
-      std::getenv("VERDANT_DATA_DIR") == nullptr) {
-    MESSAGE("Fashion-MNIST not installed: skipped");
-    return;
+// The --train tests need Debian's dataset-fashion-mnist (or VERDANT_DATA_DIR).
+static bool FashionMnistAvailable() {
+  if (std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") ||
+      std::getenv("VERDANT_DATA_DIR") != nullptr) {
+    return true;
   }
+  MESSAGE("Fashion-MNIST not installed: skipped");
+  return false;
+}
+
+TEST_CASE("--train mode trains each selected device on its Dirichlet shard and reports accuracy") {
+  if (!FashionMnistAvailable()) return;
   testing::TempDir dir;
   const Fleet fleet = Generated(30, 1, {"NO", "ES"});
   SimulationOptions o = SmallOptions(dir.path().string());
@@ -417,11 +423,7 @@ TEST_CASE("--train mode trains each selected device on its Dirichlet shard and r
 }
 
 TEST_CASE("--train mode: the same fleet and seed give byte-identical outputs") {
-  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") &&
-      std::getenv("VERDANT_DATA_DIR") == nullptr) {
-    MESSAGE("Fashion-MNIST not installed: skipped");
-    return;
-  }
+  if (!FashionMnistAvailable()) return;
   testing::TempDir dir;
   const Fleet fleet = Generated(30, 1, {"NO", "ES"});
   for (const char* run : {"a", "b"}) {
