@@ -2,8 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <google/protobuf/io/coded_stream.h>
-
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -37,20 +35,6 @@ Duration ToDuration(double seconds) { return std::chrono::duration_cast<Duration
 
 // Frame header of a length-prefixed message on the real transport.
 constexpr uint64_t kFrameOverhead = 4;
-
-// The serialised size of an Envelope holding only Chunk{stream_id, seq, `len`
-// bytes of data}, as protobuf writes it (proto3: fields at zero are left out;
-// the Envelope's chunk field is 8, a one-byte tag). Uploads are handed to the
-// coordinator as chunk views, not serialised; this is what they would cost
-// on the wire (tests/simulations: checked against protobuf).
-uint64_t ChunkEnvelopeBytes(uint64_t stream_id, uint32_t seq, uint64_t len) {
-  using google::protobuf::io::CodedOutputStream;
-  uint64_t inner = 0;
-  if (stream_id != 0) inner += 1 + CodedOutputStream::VarintSize64(stream_id);
-  if (seq != 0) inner += 1 + CodedOutputStream::VarintSize32(seq);
-  if (len != 0) inner += 1 + CodedOutputStream::VarintSize64(len) + len;
-  return 1 + CodedOutputStream::VarintSize64(inner) + inner;
-}
 
 class Engine;
 

@@ -143,6 +143,19 @@ TEST_CASE("chunk messages are byte for byte protobuf's serialisation") {
         REQUIRE(env.SerializeToString(&want));
         REQUIRE(chunks[i]->size() == want.size());
         CHECK(std::equal(chunks[i]->begin(), chunks[i]->end(), reinterpret_cast<const uint8_t*>(want.data())));
+        CHECK(ChunkEnvelopeBytes(stream, i, c->data().size()) == want.size());
+      }
+    }
+  }
+  // The size formula alone, at varint boundaries (and an empty chunk).
+  for (uint64_t stream : {uint64_t{0}, uint64_t{127}, uint64_t{128}, ~uint64_t{0}}) {
+    for (uint32_t seq : {0u, 1u, 127u, 128u, 16384u, ~0u}) {
+      for (uint64_t len : {uint64_t{0}, uint64_t{1}, uint64_t{127}, uint64_t{128}, uint64_t{16384}}) {
+        wire::Envelope env;
+        env.mutable_chunk()->set_stream_id(stream);
+        env.mutable_chunk()->set_seq(seq);
+        env.mutable_chunk()->set_data(std::string(len, 'x'));
+        CHECK(ChunkEnvelopeBytes(stream, seq, len) == env.ByteSizeLong());
       }
     }
   }

@@ -67,7 +67,18 @@ constexpr uint8_t kStreamIdTag = (1 << 3) | 0;       // Chunk.stream_id, varint
 constexpr uint8_t kSeqTag = (2 << 3) | 0;            // Chunk.seq, varint
 constexpr uint8_t kDataTag = (3 << 3) | 2;           // Chunk.data, length-delimited
 
+// Chunk's own serialised size (inside the Envelope's length prefix).
+uint64_t ChunkFieldsBytes(uint64_t stream_id, uint32_t seq, uint64_t len) {
+  return (stream_id != 0 ? 1 + VarintBytes(stream_id) : 0) + (seq != 0 ? 1 + VarintBytes(seq) : 0) +
+         (len != 0 ? 1 + VarintBytes(len) + len : 0);
+}
+
 }  // namespace
+
+uint64_t ChunkEnvelopeBytes(uint64_t stream_id, uint32_t seq, uint64_t len) {
+  const uint64_t inner = ChunkFieldsBytes(stream_id, seq, len);
+  return 1 + VarintBytes(inner) + inner;
+}
 
 // Each Chunk envelope is written in protobuf's wire format by hand, byte for
 // byte what Envelope::SerializeToArray produces (proto3: zero fields
@@ -82,10 +93,9 @@ std::vector<SharedBytes> MakeChunkMessages(uint64_t stream_id, std::span<const u
   for (uint32_t i = 0; i < n; ++i) {
     const size_t off = static_cast<size_t>(i) * chunk_bytes;
     const size_t len = std::min<size_t>(chunk_bytes, payload.size() - off);
-    const size_t chunk_len = (stream_id != 0 ? 1 + VarintBytes(stream_id) : 0) +
-                             (i != 0 ? 1 + VarintBytes(i) : 0) + (len != 0 ? 1 + VarintBytes(len) + len : 0);
+    const size_t chunk_len = ChunkFieldsBytes(stream_id, i, len);
     auto bytes = std::make_shared<ByteBuffer>();
-    bytes->reserve(1 + VarintBytes(chunk_len) + chunk_len);
+    bytes->reserve(ChunkEnvelopeBytes(stream_id, i, len));
     bytes->push_back(kEnvelopeChunkTag);
     PutVarint(*bytes, chunk_len);
     if (stream_id != 0) {

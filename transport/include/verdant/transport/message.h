@@ -43,6 +43,9 @@ std::string_view MessageTypeName(const wire::Envelope& env);
 std::vector<SharedBytes> MakeChunkMessages(uint64_t stream_id, std::span<const uint8_t> payload,
                                            uint32_t chunk_bytes = kDefaultChunkBytes);
 uint32_t NumChunks(uint64_t payload_bytes, uint32_t chunk_bytes = kDefaultChunkBytes);
+// The serialised size of an Envelope holding only Chunk{stream_id, seq, `len`
+// bytes of data}, as protobuf (and MakeChunkMessages) writes it.
+uint64_t ChunkEnvelopeBytes(uint64_t stream_id, uint32_t seq, uint64_t len);
 
 // A Chunk envelope read in place: `data` points into the bytes given to
 // ParseChunkView and is valid only while they are. Receivers of model-sized
