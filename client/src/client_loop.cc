@@ -2,7 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <bit>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -339,8 +338,7 @@ Status ClientLoop::HandleTrainTask(ClientConnection& conn, const wire::TrainTask
   std::span<const uint8_t> payload;
   if (codec->Name() == "identity") {
     // The identity encoding is the floats' own bytes: chunk them in place.
-    static_assert(std::endian::native == std::endian::little, "the identity wire format is little-endian float32");
-    payload = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(delta.data()), delta.size() * sizeof(float));
+    payload = IdentityBytes(delta);
   } else if (task.uplink_codec().find("topk") != std::string::npos) {
     VERDANT_RETURN_IF_ERROR(EncodeWithErrorFeedback(*codec, info.layout_fingerprint(), delta, rng, encoded));
     payload = encoded;

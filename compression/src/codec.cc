@@ -34,8 +34,8 @@ Status IdentityCodec::Encode(std::span<const float> values, Rng& /*rng*/,
                              std::vector<uint8_t>& out) {
   // assign, not resize + memcpy: a reused buffer is copied into without
   // being zero-filled first.
-  const auto* bytes = reinterpret_cast<const uint8_t*>(values.data());
-  out.assign(bytes, bytes + values.size() * sizeof(float));
+  const auto bytes = IdentityBytes(values);
+  out.assign(bytes.begin(), bytes.end());
   return OkStatus();
 }
 

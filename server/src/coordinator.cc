@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <array>
-#include <bit>
 #include <cctype>
 #include <cmath>
 #include <set>
@@ -45,13 +44,6 @@ Status CheckUploadInfo(const wire::PayloadInfo& info, uint64_t max_bytes) {
   }
   if (info.num_chunks() > info.payload_bytes()) return InvalidArgumentError("payload declares more chunks than bytes");
   return OkStatus();
-}
-
-// The bytes of a float buffer in the identity codec's format (little-endian
-// float32), without copying them.
-std::span<const uint8_t> IdentityBytes(std::span<const float> values) {
-  static_assert(std::endian::native == std::endian::little, "the identity wire format is the floats' own bytes");
-  return {reinterpret_cast<const uint8_t*>(values.data()), values.size_bytes()};
 }
 
 }  // namespace

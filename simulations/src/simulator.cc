@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
@@ -676,8 +675,7 @@ class Engine {
       VERDANT_ASSIGN_OR_RETURN(codec_, CreateCodec(task.uplink_codec()));
     }
     if (codec_->Name() == "identity") {
-      static_assert(std::endian::native == std::endian::little, "the identity wire format is little-endian float32");
-      update = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(delta_.data()), delta_.size() * sizeof(float));
+      update = IdentityBytes(delta_);
       return OkStatus();
     }
     Rng rng(task.seed());

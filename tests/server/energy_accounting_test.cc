@@ -61,6 +61,20 @@ size_t Col(const std::vector<std::string>& header, const std::string& name) {
   return 0;
 }
 
+// A run on the test zones' grid: `rounds` rounds once `min_clients` are
+// connected, the grid clock at 00:00 UTC (LATER is dirty until 06:00),
+// outputs in `out_dir` (none when empty).
+CoordinatorOptions ZoneRunOptions(const TestIntensity& intensity, uint64_t rounds, size_t min_clients,
+                                  const std::string& out_dir = "") {
+  CoordinatorOptions o;
+  o.rounds = rounds;
+  o.min_clients = min_clients;
+  o.out_dir = out_dir;
+  o.energy.intensity = &intensity;
+  o.energy.grid_time_start = TimePoint(std::chrono::hours(24 * 365 * 52));  // midnight UTC
+  return o;
+}
+
 struct Fleet {
   Fleet(CoordinatorOptions o, const std::string& selector, std::vector<std::string> zones)
       : coord(std::move(o), ParameterVector::Flat(std::vector<float>(5000, 0.0f)),
@@ -95,12 +109,7 @@ struct Fleet {
 TEST_CASE("every client-round is accounted with the intensity of its zone") {
   testing::TempDir dir;
   TestIntensity intensity;
-  CoordinatorOptions o;
-  o.rounds = 2;
-  o.min_clients = 3;
-  o.out_dir = dir.path().string();
-  o.energy.intensity = &intensity;
-  o.energy.grid_time_start = TimePoint(std::chrono::hours(24 * 365 * 52));  // midnight UTC
+  CoordinatorOptions o = ZoneRunOptions(intensity, 2, 3, dir.path().string());
   Fleet f(o, "random", {"CLEAN", "DIRTY", "LATER"});
   auto summary = f.Run();
   REQUIRE(summary.ok());
@@ -143,12 +152,8 @@ TEST_CASE("every client-round is accounted with the intensity of its zone") {
 TEST_CASE("the carbon selector trains on the clean zone and emits less than random") {
   TestIntensity intensity;
   auto run = [&](const std::string& selector) {
-    CoordinatorOptions o;
-    o.rounds = 4;
-    o.min_clients = 4;
+    CoordinatorOptions o = ZoneRunOptions(intensity, 4, 4);
     o.clients_per_round = 2;
-    o.energy.intensity = &intensity;
-    o.energy.grid_time_start = TimePoint(std::chrono::hours(24 * 365 * 52));
     Fleet f(o, selector, {"CLEAN", "CLEAN", "DIRTY", "DIRTY"});
     auto s = f.Run();
     REQUIRE(s.ok());
@@ -163,12 +168,7 @@ TEST_CASE("the carbon selector trains on the clean zone and emits less than rand
 TEST_CASE("carbon-deferral holds a round for a cleaner hour within the allowance") {
   testing::TempDir dir;
   TestIntensity intensity;
-  CoordinatorOptions o;
-  o.rounds = 1;
-  o.min_clients = 1;
-  o.out_dir = dir.path().string();
-  o.energy.intensity = &intensity;
-  o.energy.grid_time_start = TimePoint(std::chrono::hours(24 * 365 * 52));  // 00:00, LATER is dirty until 06:00
+  CoordinatorOptions o = ZoneRunOptions(intensity, 1, 1, dir.path().string());
   o.energy.max_defer = std::chrono::hours(12);
   Fleet f(o, "carbon-deferral", {"LATER"});
   auto s = f.Run();
@@ -296,12 +296,7 @@ TEST_CASE("bogus energy reports fall back to the model and say why") {
 TEST_CASE("device profiles are found by name among thousands, the last of a repeated name wins") {
   testing::TempDir dir;
   TestIntensity intensity;
-  CoordinatorOptions o;
-  o.rounds = 1;
-  o.min_clients = 3;
-  o.out_dir = dir.path().string();
-  o.energy.intensity = &intensity;
-  o.energy.grid_time_start = TimePoint(std::chrono::hours(24 * 365 * 52));
+  CoordinatorOptions o = ZoneRunOptions(intensity, 1, 3, dir.path().string());
   // As the simulator does: one profile per device.
   const auto base = *energy::BuiltinProfile("phone-midrange");
   for (int i = 0; i < 5000; ++i) {

@@ -12,6 +12,7 @@
 // concurrently.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -91,6 +92,14 @@ std::string DescribeCodecs();
 // {"topk", "int8"}. For handshake checks ("does the client offer every
 // codec this run needs?"); no validation beyond splitting.
 std::vector<std::string> CodecNamesInSpec(std::string_view spec);
+
+// The bytes of `values` in the identity format (little-endian float32), as a
+// view of the floats themselves: what IdentityCodec::Encode would copy out.
+// Senders chunk a model or delta from it in place.
+inline std::span<const uint8_t> IdentityBytes(std::span<const float> values) {
+  static_assert(std::endian::native == std::endian::little, "the identity wire format is the floats' own bytes");
+  return {reinterpret_cast<const uint8_t*>(values.data()), values.size_bytes()};
+}
 
 // Identity: little-endian float32, 4 bytes per value.
 class IdentityCodec final : public UpdateCodec {
