@@ -285,16 +285,22 @@ Result<Fleet> LoadFleet(const std::filesystem::path& dir) {
   return fleet;
 }
 
-std::string DevicesCsvHeader() {
+namespace {
+
+template <size_t N>
+std::string HeaderLine(const std::array<std::string_view, N>& columns) {
   std::string header;
-  for (auto c : kDeviceColumns) {
+  for (auto c : columns) {
     if (!header.empty()) header += ',';
     header += c;
   }
   return header += '\n';
 }
 
-std::string EventsCsvHeader() { return "time,device_id,kind,value\n"; }
+}  // namespace
+
+std::string DevicesCsvHeader() { return HeaderLine(kDeviceColumns); }
+std::string EventsCsvHeader() { return HeaderLine(kEventColumns); }
 
 namespace {
 
