@@ -409,6 +409,18 @@ double ProcessCpuSeconds() {
   return sec(u.ru_utime) + sec(u.ru_stime);
 }
 
+// Seconds of CPU time the hypervisor took from this machine's vCPUs so far
+// (/proc/stat's "steal", all CPUs; 0 where it is not reported). A stolen
+// core stalls the sender/receiver pipeline, so wall-clock rates fall with it.
+double StealSeconds() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  uint64_t v[8] = {};
+  if (!(in >> cpu) || cpu != "cpu") return 0;
+  for (auto& x : v) in >> x;  // user nice system idle iowait irq softirq steal
+  return static_cast<double>(v[7]) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 // Wall and CPU time of a timed loop (set-up excluded): the whole process,
 // and the sending and receiving sides' threads.
 struct LoopClock {
@@ -417,9 +429,15 @@ struct LoopClock {
   std::set<int> tx_threads, rx_threads;
   std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
   double cpu0 = ProcessCpuSeconds();
+  double steal0 = StealSeconds();
   double tx0 = ThreadsCpuSeconds(tx_threads), rx0 = ThreadsCpuSeconds(rx_threads);
   double wall() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
   double cpu() const { return ProcessCpuSeconds() - cpu0; }
+  // Steal over the loop as a share of all vCPUs' time.
+  double steal_share() const {
+    const double w = wall() * static_cast<double>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+    return w > 0 ? (StealSeconds() - steal0) / w : 0;
+  }
   double tx() const { return ThreadsCpuSeconds(tx_threads) - tx0; }
   double rx() const { return ThreadsCpuSeconds(rx_threads) - rx0; }
 };
@@ -433,8 +451,12 @@ struct LoopClock {
 //   est_vs_raw        the rate two free cores would sustain, one per side
 //                     (1e9 / max(tx_ns/B, rx_ns/B)), over raw seal: an
 //                     estimate, to read beside vs_raw_aead.
+//   steal             the hypervisor's steal over the loop, as a share of all
+//                     vCPUs' time (/proc/stat): rows with a high steal show
+//                     the host's load, not the channel's.
 void Report(benchmark::State& state, bool secure, SinkMode mode, const LoopClock& clock) {
   const double wall = clock.wall(), cpu = clock.cpu(), tx = clock.tx(), rx = clock.rx();
+  state.counters["steal"] = clock.steal_share();
   const double bytes = static_cast<double>(state.iterations()) * kModelBytes;
   state.SetBytesProcessed(static_cast<int64_t>(bytes));
   state.counters["B/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsRate);
@@ -482,7 +504,7 @@ void BM_Download(benchmark::State& state) {
   const bool secure = state.range(0) == 1;
   const auto mode = static_cast<SinkMode>(state.range(1));
   (void)RawAeadRate();
-  Link link(secure, mode);
+  Link link(secure, mode, static_cast<int>(state.range(2)));
   ModelSink sink(mode);
   const LoopClock clock(link.server_threads, link.client_threads);
   for (auto _ : state) {
@@ -506,8 +528,10 @@ void BM_Download(benchmark::State& state) {
   Report(state, secure, mode, clock);
 }
 BENCHMARK(BM_Download)
-    ->ArgsProduct({{1, 0}, {0, 1, 2}})
-    ->ArgNames({"secure", "sink"})
+    ->ArgsProduct({{1, 0}, {0, 1, 2}, {2}})
+    ->Args({1, 0, 1})
+    ->Args({0, 0, 1})
+    ->ArgNames({"secure", "sink", "threads"})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
