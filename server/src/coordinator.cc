@@ -752,14 +752,22 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     std::string profile;
     wire::DeviceState state;
   };
-  std::map<std::string, Known> known;  // client id -> profile and state when selected
+  std::map<std::string, Known> known;  // selected client id -> profile and state when its task went out
   SelectionDecision decision;
+  size_t num_candidates = 0;
   const TimePoint first_ask = GridTime(round);
   for (;;) {
     std::vector<ClientCandidate> candidates;
+    const TimePoint grid_now = GridTime(round);
+    // Each zone's intensity is read once per selection, not per client.
+    std::unordered_map<std::string, std::optional<double>> zone_intensity;
     {
       std::lock_guard<std::mutex> l(mu_);
-      for (const auto& [sid, e] : clients_) {
+      candidates.reserve(by_client_id_.size());
+      for (const auto& [id, sid] : by_client_id_) {
+        auto ci = clients_.find(sid);
+        if (ci == clients_.end()) continue;
+        ClientEntry& e = ci->second;
         if (!e.welcomed || e.task_id != 0 || e.session->closed()) continue;
         ClientCandidate c;
         c.client_id = e.client_id;
@@ -771,47 +779,58 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
         c.idle = e.state.idle();
         c.power_source = static_cast<energy::PowerSource>(e.state.power_source());
         c.battery_capacity_wh = e.state.battery_capacity_wh();
-        ClientHistory h;
-        if (auto hi = history_.find(e.client_id); hi != history_.end()) h = hi->second;
-        c.rounds_selected = h.rounds_selected;
-        c.rounds_completed = h.rounds_completed;
-        c.rounds_failed = h.rounds_failed;
-        c.last_train_seconds = h.last_train_seconds;
-        c.last_train_loss = h.last_train_loss;
-        c.last_round_selected = h.last_round_selected;
+        if (e.history_epoch != history_epoch_) {
+          auto hi = history_.find(e.client_id);
+          e.history = hi != history_.end() ? &hi->second : nullptr;
+          e.history_epoch = history_epoch_;
+        }
+        if (e.history != nullptr) {
+          const ClientHistory& h = *e.history;
+          c.rounds_selected = h.rounds_selected;
+          c.rounds_completed = h.rounds_completed;
+          c.rounds_failed = h.rounds_failed;
+          c.last_train_seconds = h.last_train_seconds;
+          c.last_train_loss = h.last_train_loss;
+          c.last_round_selected = h.last_round_selected;
+        }
         // Oort's statistical utility |B| sqrt(mean loss^2), from the mean loss reported.
         c.last_statistical_utility =
-            h.rounds_completed > 0 ? static_cast<double>(c.num_examples) * std::fabs(h.last_train_loss) : 0.0;
-        known[c.client_id] = Known{e.hello.device_profile(), e.state};
+            c.rounds_completed > 0 ? static_cast<double>(c.num_examples) * std::fabs(c.last_train_loss) : 0.0;
+        if (e.state.local_intensity_g_per_kwh() > 0) {
+          c.intensity_g_per_kwh = e.state.local_intensity_g_per_kwh();
+        } else if (!c.zone.empty()) {
+          auto [zi, fresh] = zone_intensity.try_emplace(c.zone);
+          if (fresh) {
+            auto r = intensity_->IntensityAt(c.zone, grid_now);
+            if (r.ok()) zi->second = r->value.grams_per_kwh();
+          }
+          c.intensity_g_per_kwh = zi->second;
+        }
+        // The energy estimate, recomputed only when its inputs changed.
+        const uint64_t examples = cfg.max_examples > 0 ? std::min<uint64_t>(cfg.max_examples, c.num_examples)
+                                                       : c.num_examples;
+        const auto link = LinkFor(e.state);
+        const ClientEntry::EstimateInputs inputs{examples * std::max<uint32_t>(1, cfg.local_epochs), model_bytes,
+                                                 link ? static_cast<int>(*link) : -1};
+        if (e.model == nullptr) e.model = &ModelFor(e.hello.device_profile());
+        if (e.estimate_inputs != inputs) {
+          energy::RoundUsage usage;
+          usage.samples_processed = inputs.samples;
+          usage.bytes_up = Bytes{model_bytes};
+          usage.bytes_down = Bytes{model_bytes};
+          usage.link = link;
+          if (usage.link && !e.model->profile().Link(*usage.link).ok()) usage.link.reset();
+          auto est = e.model->Estimate(usage);
+          e.expected_energy_joules = est.ok() ? est->DeviceTotal().joules() : 0;
+          e.expected_round_seconds = est.ok() ? est->train_time.count() + est->transfer_time.count() : 0;
+          e.estimate_inputs = inputs;
+        }
+        c.expected_energy_joules = e.expected_energy_joules;
+        c.expected_round_seconds = e.expected_round_seconds;
         candidates.push_back(std::move(c));
       }
     }
-    const TimePoint grid_now = GridTime(round);
-    for (auto& c : candidates) {
-      const Known& k = known[c.client_id];
-      if (k.state.local_intensity_g_per_kwh() > 0) {
-        c.intensity_g_per_kwh = k.state.local_intensity_g_per_kwh();
-      } else if (!c.zone.empty()) {
-        auto r = intensity_->IntensityAt(c.zone, grid_now);
-        if (r.ok()) c.intensity_g_per_kwh = r->value.grams_per_kwh();
-      }
-      energy::RoundUsage usage;
-      const uint64_t examples = cfg.max_examples > 0 ? std::min<uint64_t>(cfg.max_examples, c.num_examples)
-                                                     : c.num_examples;
-      usage.samples_processed = examples * std::max<uint32_t>(1, cfg.local_epochs);
-      usage.bytes_up = Bytes{model_bytes};
-      usage.bytes_down = Bytes{model_bytes};
-      usage.link = LinkFor(k.state);
-      const auto& model = ModelFor(k.profile);
-      if (usage.link && !model.profile().Link(*usage.link).ok()) usage.link.reset();
-      auto est = model.Estimate(usage);
-      if (est.ok()) {
-        c.expected_energy_joules = est->DeviceTotal().joules();
-        c.expected_round_seconds = est->train_time.count() + est->transfer_time.count();
-      }
-    }
-    std::sort(candidates.begin(), candidates.end(),
-              [](const auto& a, const auto& b) { return a.client_id < b.client_id; });
+    // Sorted by id, as walked from by_client_id_ (one session per id).
     SelectionRequest req;
     req.round = round;
     // Over-selection: ask for K (1 + e), close the round at the first K results.
@@ -823,6 +842,7 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     req.now = grid_now;
     req.round_deadline = first_ask + options_.energy.max_defer;
     req.intensity = intensity_;
+    num_candidates = candidates.size();
     auto d = selector_->Select(req, candidates, rng_);
     if (!d.ok()) return d.status().WithContext("selecting clients for round " + std::to_string(round));
     if (!d->defer_for || d->defer_for->count() <= 0) {
@@ -856,7 +876,8 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   }
   const auto& selected = decision.selected;
   rec.selected = selected.size();
-  spdlog::info("round started: round={} selected={} candidates={}", round, selected.size(), known.size());
+  history_touched_.assign(selected.begin(), selected.end());
+  spdlog::info("round started: round={} selected={} candidates={}", round, selected.size(), num_candidates);
 
   // 2. Configure and send the tasks. The model is encoded and chunked once,
   // and the same immutable chunk messages are queued to every client.
@@ -946,6 +967,9 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
       ClientHistory& h = history_[id];
       ++h.rounds_selected;
       h.last_round_selected = round;
+      e.history = &h;
+      e.history_epoch = history_epoch_;
+      known[id] = Known{e.hello.device_profile(), e.state};
       wire::Envelope env;
       auto* t = env.mutable_train_task();
       t->set_round(round);
@@ -1258,6 +1282,7 @@ Status Coordinator::OpenStore(RunSummary& summary) {
   }
   VERDANT_ASSIGN_OR_RETURN(std::vector<StoredRound> rounds, store_->LoadRounds());
   VERDANT_ASSIGN_OR_RETURN(history_, store_->LoadRegistry());
+  ++history_epoch_;
   VERDANT_RETURN_IF_ERROR(strategy_->RestoreState(c.strategy_state).WithContext("restoring the strategy"));
   VERDANT_RETURN_IF_ERROR(selector_->RestoreState(c.selector_state).WithContext("restoring the selector"));
   VERDANT_ASSIGN_OR_RETURN(global_, ParameterVector::FromValues(global_.layout(), std::move(c.global)));
@@ -1369,7 +1394,18 @@ Result<RunSummary> Coordinator::Run() {
       status_.emissions_g_total = totals.emissions.grams();
       status_.embodied_g_total = totals.embodied.grams();
       status_.last_round = *rec;
-      for (const auto& [id, h] : history_) status_history_[id] = {h.rounds_selected, h.rounds_completed, h.rounds_failed};
+      // The first round copies all of history_ (a resumed run's too); after
+      // that only the round's selected clients changed.
+      if (!status_history_full_) {
+        for (const auto& [id, h] : history_) status_history_[id] = {h.rounds_selected, h.rounds_completed, h.rounds_failed};
+        status_history_full_ = true;
+      } else {
+        for (const auto& id : history_touched_) {
+          if (auto hi = history_.find(id); hi != history_.end()) {
+            status_history_[id] = {hi->second.rounds_selected, hi->second.rounds_completed, hi->second.rounds_failed};
+          }
+        }
+      }
     }
     spdlog::info("round finished: round={} selected={} completed={} failed={} seconds={:.3f} bytes_up={} "
                  "bytes_down={} energy_j={:.3f} emissions_g={:.6f}",

@@ -7,6 +7,9 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <set>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "selector_internal.h"
 #include "verdant/server/selectors.h"
@@ -22,8 +25,8 @@ namespace selector_internal {
 std::vector<size_t> ShuffledOrder(std::span<const ClientCandidate> c, Rng& rng) {
   std::vector<size_t> idx(c.size());
   std::iota(idx.begin(), idx.end(), 0);
-  std::sort(idx.begin(), idx.end(),
-            [&](size_t a, size_t b) { return c[a].client_id < c[b].client_id; });
+  auto by_id = [&](size_t a, size_t b) { return c[a].client_id < c[b].client_id; };
+  if (!std::is_sorted(idx.begin(), idx.end(), by_id)) std::sort(idx.begin(), idx.end(), by_id);
   rng.Shuffle(std::span<size_t>(idx));
   return idx;
 }
@@ -221,12 +224,17 @@ Result<SelectionDecision> PolicySelector::Select(const SelectionRequest& request
   std::vector<const ClientCandidate*> unique;
   unique.reserve(candidates.size());
   {
+    // The coordinator passes candidates sorted by id: then a duplicate is
+    // next to its first entry, and no set of every id is built per round.
+    const bool sorted = std::is_sorted(candidates.begin(), candidates.end(),
+                                       [](const auto& a, const auto& b) { return a.client_id < b.client_id; });
     std::set<std::string_view> seen;
+    const ClientCandidate* prev = nullptr;
     for (const auto& c : candidates) {
-      if (!seen.insert(c.client_id).second) continue;
+      if (sorted ? (prev != nullptr && prev->client_id == c.client_id) : !seen.insert(c.client_id).second) continue;
+      prev = &c;
       unique.push_back(&c);
-      if (clients_.find(c.client_id) == clients_.end())
-        clients_[c.client_id].first_seen_round = request.round;
+      if (auto [it, fresh] = clients_.try_emplace(c.client_id); fresh) it->second.first_seen_round = request.round;
     }
   }
 
@@ -329,10 +337,17 @@ Result<SelectionDecision> PolicySelector::Select(const SelectionRequest& request
                          std::to_string(slots) + " slots");
   }
   {
-    std::set<std::string_view> allowed, taken;
-    for (const auto& c : open) allowed.insert(c.client_id);
+    // Which chosen ids are open candidates: one pass over `open` against the
+    // (few) chosen ids, not a set of every open id.
+    std::unordered_map<std::string_view, bool> is_open;
+    is_open.reserve(d.selected.size());
+    for (const auto& id : d.selected) is_open.emplace(id, false);
+    for (const auto& c : open) {
+      if (auto it = is_open.find(c.client_id); it != is_open.end()) it->second = true;
+    }
+    std::unordered_set<std::string_view> taken;
     for (const auto& id : d.selected) {
-      if (!allowed.count(id) || !taken.insert(id).second) {
+      if (!is_open.at(id) || !taken.insert(id).second) {
         return InternalError("selector '" + std::string(Name()) + "' chose '" + id +
                              "', which is not an open candidate or was chosen twice");
       }

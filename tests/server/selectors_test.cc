@@ -126,6 +126,10 @@ TEST_CASE("random keeps its historical behaviour") {
 
   RandomSelector direct;
   CHECK(Pick(direct, Req(1, 4), c, 7).selected == expect);
+  // Candidates already in id order (as the coordinator passes them) give the same pick.
+  std::vector<ClientCandidate> sorted = c;
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.client_id < b.client_id; });
+  CHECK(Pick(*Make("random"), Req(1, 4), sorted, 7).selected == expect);
   CHECK(Pick(direct, Req(2, 0), c, 7).selected.size() == 10);  // target 0 = all
   Rng rng(1);
   CHECK(direct.Select(Req(3, 1), {}, rng).status().code() == StatusCode::kFailedPrecondition);
@@ -822,18 +826,21 @@ Status RegisterFewestFailures(Registry<ClientSelector>& registry) {
       });
 }
 
-// A policy that breaks the contract.
+// A policy that breaks the contract: picks `ids` whatever the pool holds.
 class RogueSelector final : public PolicySelector {
  public:
-  RogueSelector() : PolicySelector({}) {}
+  explicit RogueSelector(std::vector<std::string> ids = {"nobody"}) : PolicySelector({}), ids_(std::move(ids)) {}
   std::string_view Name() const override { return "rogue"; }
 
  protected:
   Result<SelectionDecision> Choose(const SelectionRequest&, const SelectionPool&, Rng&) override {
     SelectionDecision d;
-    d.selected = {"nobody"};
+    d.selected = ids_;
     return d;
   }
+
+ private:
+  std::vector<std::string> ids_;
 };
 
 }  // namespace
@@ -854,4 +861,31 @@ TEST_CASE("a one-file custom selector gets the shared rules") {
   RogueSelector rogue;
   Rng rng(1);
   CHECK(rogue.Select(Req(1, 1), c, rng).status().code() == StatusCode::kInternal);
+  // An open candidate chosen twice breaks the contract too; once is fine.
+  RogueSelector twice({"b", "b"});
+  auto d = twice.Select(Req(1, 2), c, rng);
+  CHECK(d.status().code() == StatusCode::kInternal);
+  CHECK(d.status().message().find("'b'") != std::string::npos);
+  RogueSelector once({"c", "a"});
+  auto ok = once.Select(Req(1, 2), c, rng);
+  REQUIRE(ok.ok());
+  CHECK(ok->selected == std::vector<std::string>{"c", "a"});
+}
+
+TEST_CASE("a duplicated candidate id counts once, and its first entry wins") {
+  // The first "a" is ineligible (battery 5 %, under the 20 % floor), the second is not.
+  auto cand = [](std::string id, float battery) {
+    ClientCandidate c = Cand(std::move(id));
+    c.battery_percent = battery;
+    c.power_source = energy::PowerSource::kBattery;
+    return c;
+  };
+  const std::vector<ClientCandidate> sorted = {cand("a", 5), cand("a", 90), cand("b", 90)};
+  const std::vector<ClientCandidate> unsorted = {cand("b", 90), cand("a", 5), cand("a", 90)};
+  for (const auto* c : {&sorted, &unsorted}) {
+    auto s = Make("eligible", {{"min_battery", "20"}});
+    auto d = Pick(*s, Req(1, 0), *c);
+    CHECK(d.selected == std::vector<std::string>{"b"});
+    CHECK(s->Participation().clients.size() == 2);
+  }
 }

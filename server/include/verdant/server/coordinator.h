@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -197,6 +198,24 @@ class Coordinator final : public SessionHandler {
     // For the status endpoint.
     std::chrono::steady_clock::time_point last_message = std::chrono::steady_clock::now();
     uint64_t heartbeats = 0;
+    // RunRound's per-client caches (round thread, under mu_), so a round
+    // does not look up every connected client's profile and history by
+    // name nor re-run its energy estimate while nothing it depends on moved:
+    // the energy model of the Hello's profile; the client's history_ entry
+    // (nullptr: none yet) as of history_epoch_ `history_epoch` (0: not
+    // looked up); the last estimate and the inputs it was computed from.
+    const energy::EnergyModel* model = nullptr;
+    const ClientHistory* history = nullptr;
+    uint64_t history_epoch = 0;
+    struct EstimateInputs {
+      uint64_t samples = 0;
+      uint64_t model_bytes = 0;
+      int link = -1;  // energy::LinkType, or -1 for none
+      friend bool operator==(const EstimateInputs&, const EstimateInputs&) = default;
+    };
+    std::optional<EstimateInputs> estimate_inputs;
+    double expected_energy_joules = 0;  // 0 = no estimate
+    double expected_round_seconds = 0;
   };
   struct Event {
     enum Kind { kResult, kGone, kBadUpload } kind;
@@ -279,6 +298,12 @@ class Coordinator final : public SessionHandler {
   // Participation history by client id, across sessions (the registry).
   // Round thread only.
   std::map<std::string, ClientHistory> history_;
+  // Bumped when history_ is replaced wholesale (resume), which invalidates
+  // the ClientHistory pointers cached in ClientEntry. Round thread only.
+  uint64_t history_epoch_ = 1;
+  // Ids whose history_ entries the last round changed (its selected
+  // clients), for status_history_. Round thread only.
+  std::vector<std::string> history_touched_;
   uint64_t first_round_ = 1;
   Duration grid_offset_ = Duration::zero();  // deferrals so far (grid time)
   bool warned_zone_fallback_ = false;
@@ -287,7 +312,9 @@ class Coordinator final : public SessionHandler {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::unordered_map<SessionId, ClientEntry> clients_;
-  std::unordered_map<std::string, SessionId> by_client_id_;
+  // Welcomed clients by id, in id order: RunRound lists its candidates by
+  // walking it, already sorted as selectors receive them.
+  std::map<std::string, SessionId, std::less<>> by_client_id_;
   uint64_t closed_bytes_up_ = 0, closed_bytes_down_ = 0;
   uint64_t round_bytes_up0_ = 0, round_bytes_down0_ = 0;
   std::deque<Event> events_;
@@ -312,6 +339,7 @@ class Coordinator final : public SessionHandler {
   // Per-client participation (selected, completed, failed) as of the last
   // round: a copy of history_, which only the round thread touches.
   std::map<std::string, std::array<uint64_t, 3>> status_history_;
+  bool status_history_full_ = false;  // status_history_ copied from all of history_ once
   std::atomic<uint64_t> heartbeats_total_{0}, joined_total_{0}, left_total_{0};
 };
 
