@@ -3,8 +3,8 @@
 // ClientSelector: picks which connected clients train in a round — or
 // decides to wait for a better moment (carbon-aware deferral), bounded so
 // that training always progresses. The coordinator gives it every connected
-// client's latest state and history, the carbon-intensity source and the
-// round's deadline.
+// client's latest state and history (sorted by client id, one entry per id),
+// the carbon-intensity source and the round's deadline.
 //   auto sel = CreateSelector("carbon", OptionMap{{"max_share", "0.5"}});
 //   auto d = (*sel)->Select(request, candidates, rng);
 //   if (d->defer_for) Sleep(*d->defer_for); else Train(d->selected);
