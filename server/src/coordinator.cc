@@ -308,8 +308,9 @@ CoordinatorStatus Coordinator::Snapshot(size_t max_clients) const {
   s.clients_left_total = left_total_.load();
   std::lock_guard<std::mutex> l(mu_);
   s.sessions_open = clients_.size();
-  s.bytes_up_total = TotalBytesUp();
-  s.bytes_down_total = TotalBytesDown();
+  const ByteTotals bytes = TotalBytes();
+  s.bytes_up_total = bytes.up;
+  s.bytes_down_total = bytes.down;
   std::vector<const ClientEntry*> listed;
   for (const auto& [sid, e] : clients_) {
     if (!e.welcomed) continue;
@@ -723,15 +724,12 @@ Status Coordinator::WaitForClients() {
   }
 }
 
-uint64_t Coordinator::TotalBytesUp() const {
-  uint64_t t = closed_bytes_up_;
-  for (const auto& [id, e] : clients_) t += e.session->bytes_received();
-  return t;
-}
-
-uint64_t Coordinator::TotalBytesDown() const {
-  uint64_t t = closed_bytes_down_;
-  for (const auto& [id, e] : clients_) t += e.session->bytes_sent();
+Coordinator::ByteTotals Coordinator::TotalBytes() const {
+  ByteTotals t{closed_bytes_up_, closed_bytes_down_};
+  for (const auto& [id, e] : clients_) {
+    t.up += e.session->bytes_received();
+    t.down += e.session->bytes_sent();
+  }
   return t;
 }
 
@@ -947,8 +945,9 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
       std::chrono::duration_cast<std::chrono::milliseconds>(deadline.time_since_epoch()).count();
   {
     std::lock_guard<std::mutex> l(mu_);
-    round_bytes_up0_ = TotalBytesUp();
-    round_bytes_down0_ = TotalBytesDown();
+    const ByteTotals bytes = TotalBytes();
+    round_bytes_up0_ = bytes.up;
+    round_bytes_down0_ = bytes.down;
     // Buffers are recycled within a round only: kept across rounds they sat
     // idle through the next broadcast, on top of its sealed frames (S3's
     // peak 75-84 MB with them, 58 MB without; docs/performance.md).
@@ -1179,9 +1178,9 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   }
   {
     std::lock_guard<std::mutex> l(mu_);
-    uint64_t up = TotalBytesUp(), down = TotalBytesDown();
-    rec.bytes_up = up - round_bytes_up0_;
-    rec.bytes_down = down - round_bytes_down0_;
+    const ByteTotals bytes = TotalBytes();
+    rec.bytes_up = bytes.up - round_bytes_up0_;
+    rec.bytes_down = bytes.down - round_bytes_down0_;
   }
   // 6. Commit: checkpoint and rows, durably, before the round counts as done.
   if (store_) {

@@ -246,8 +246,12 @@ class Coordinator final : public SessionHandler {
   // The run state Snapshot() reports (CoordinatorStatus::state).
   void SetState(const char* state);
   // Socket bytes over every session, open or closed. Call with mu_ held.
-  uint64_t TotalBytesUp() const;
-  uint64_t TotalBytesDown() const;
+  // Bytes received from (up) and sent to (down) clients over the run: closed
+  // sessions plus every open session's counters, in one pass. Under mu_.
+  struct ByteTotals {
+    uint64_t up = 0, down = 0;
+  };
+  ByteTotals TotalBytes() const;
   // The energy model for a client's profile (never null).
   const energy::EnergyModel& ModelFor(const std::string& profile);
   TimePoint GridTime(uint64_t round) const;
