@@ -750,15 +750,24 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
     std::string profile;
     wire::DeviceState state;
   };
-  std::map<std::string, Known> known;  // selected client id -> profile and state when its task went out
+  std::map<std::string, Known> known;  // selected client id -> profile and state when selected
   SelectionDecision decision;
   size_t num_candidates = 0;
   const TimePoint first_ask = GridTime(round);
+  // A client whose cached estimate is stale: recomputed outside mu_.
+  struct StaleEstimate {
+    size_t candidate;
+    SessionId session;
+    ClientEntry::EstimateInputs inputs;
+    std::optional<energy::LinkType> link;
+    const energy::EnergyModel* model;  // nullptr: not cached yet
+    std::string profile;
+  };
   for (;;) {
     std::vector<ClientCandidate> candidates;
+    std::vector<StaleEstimate> stale;
     const TimePoint grid_now = GridTime(round);
-    // Each zone's intensity is read once per selection, not per client.
-    std::unordered_map<std::string, std::optional<double>> zone_intensity;
+    // 1a. Under mu_: copy what the entries hold, with cached estimates.
     {
       std::lock_guard<std::mutex> l(mu_);
       candidates.reserve(by_client_id_.size());
@@ -794,38 +803,60 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
         // Oort's statistical utility |B| sqrt(mean loss^2), from the mean loss reported.
         c.last_statistical_utility =
             c.rounds_completed > 0 ? static_cast<double>(c.num_examples) * std::fabs(c.last_train_loss) : 0.0;
-        if (e.state.local_intensity_g_per_kwh() > 0) {
-          c.intensity_g_per_kwh = e.state.local_intensity_g_per_kwh();
-        } else if (!c.zone.empty()) {
-          auto [zi, fresh] = zone_intensity.try_emplace(c.zone);
-          if (fresh) {
-            auto r = intensity_->IntensityAt(c.zone, grid_now);
-            if (r.ok()) zi->second = r->value.grams_per_kwh();
-          }
-          c.intensity_g_per_kwh = zi->second;
-        }
-        // The energy estimate, recomputed only when its inputs changed.
+        if (e.state.local_intensity_g_per_kwh() > 0) c.intensity_g_per_kwh = e.state.local_intensity_g_per_kwh();
+        // The energy estimate is recomputed only when its inputs changed.
         const uint64_t examples = cfg.max_examples > 0 ? std::min<uint64_t>(cfg.max_examples, c.num_examples)
                                                        : c.num_examples;
         const auto link = LinkFor(e.state);
         const ClientEntry::EstimateInputs inputs{examples * std::max<uint32_t>(1, cfg.local_epochs), model_bytes,
                                                  link ? static_cast<int>(*link) : -1};
-        if (e.model == nullptr) e.model = &ModelFor(e.hello.device_profile());
-        if (e.estimate_inputs != inputs) {
-          energy::RoundUsage usage;
-          usage.samples_processed = inputs.samples;
-          usage.bytes_up = Bytes{model_bytes};
-          usage.bytes_down = Bytes{model_bytes};
-          usage.link = link;
-          if (usage.link && !e.model->profile().Link(*usage.link).ok()) usage.link.reset();
-          auto est = e.model->Estimate(usage);
-          e.expected_energy_joules = est.ok() ? est->DeviceTotal().joules() : 0;
-          e.expected_round_seconds = est.ok() ? est->train_time.count() + est->transfer_time.count() : 0;
-          e.estimate_inputs = inputs;
+        if (e.model != nullptr && e.estimate_inputs == inputs) {
+          c.expected_energy_joules = e.expected_energy_joules;
+          c.expected_round_seconds = e.expected_round_seconds;
+        } else {
+          stale.push_back(StaleEstimate{candidates.size(), sid, inputs, link, e.model,
+                                        e.model == nullptr ? e.hello.device_profile() : std::string()});
         }
-        c.expected_energy_joules = e.expected_energy_joules;
-        c.expected_round_seconds = e.expected_round_seconds;
         candidates.push_back(std::move(c));
+      }
+    }
+    // 1b. Without mu_ (an intensity source may fetch over HTTP; io threads
+    // need mu_ for every message): each zone's intensity, read once per
+    // selection, and the stale estimates.
+    std::unordered_map<std::string, std::optional<double>> zone_intensity;
+    for (auto& c : candidates) {
+      if (c.intensity_g_per_kwh || c.zone.empty()) continue;
+      auto [zi, fresh] = zone_intensity.try_emplace(c.zone);
+      if (fresh) {
+        auto r = intensity_->IntensityAt(c.zone, grid_now);
+        if (r.ok()) zi->second = r->value.grams_per_kwh();
+      }
+      c.intensity_g_per_kwh = zi->second;
+    }
+    for (auto& st : stale) {
+      if (st.model == nullptr) st.model = &ModelFor(st.profile);
+      energy::RoundUsage usage;
+      usage.samples_processed = st.inputs.samples;
+      usage.bytes_up = Bytes{model_bytes};
+      usage.bytes_down = Bytes{model_bytes};
+      usage.link = st.link;
+      if (usage.link && !st.model->profile().Link(*usage.link).ok()) usage.link.reset();
+      auto est = st.model->Estimate(usage);
+      ClientCandidate& c = candidates[st.candidate];
+      c.expected_energy_joules = est.ok() ? est->DeviceTotal().joules() : 0;
+      c.expected_round_seconds = est.ok() ? est->train_time.count() + est->transfer_time.count() : 0;
+    }
+    // 1c. The new estimates into the cache, with the inputs they came from.
+    if (!stale.empty()) {
+      std::lock_guard<std::mutex> l(mu_);
+      for (const auto& st : stale) {
+        auto ci = clients_.find(st.session);
+        if (ci == clients_.end()) continue;
+        ClientEntry& e = ci->second;
+        e.model = st.model;
+        e.estimate_inputs = st.inputs;
+        e.expected_energy_joules = candidates[st.candidate].expected_energy_joules;
+        e.expected_round_seconds = candidates[st.candidate].expected_round_seconds;
       }
     }
     // Sorted by id, as walked from by_client_id_ (one session per id).
@@ -874,7 +905,19 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   }
   const auto& selected = decision.selected;
   rec.selected = selected.size();
-  history_touched_.assign(selected.begin(), selected.end());
+  history_touched_.insert(history_touched_.end(), selected.begin(), selected.end());
+  {
+    // What the ledger accounts each selected client by: its profile and
+    // state as the selector saw them.
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& id : selected) {
+      auto bi = by_client_id_.find(id);
+      if (bi == by_client_id_.end()) continue;
+      if (auto ci = clients_.find(bi->second); ci != clients_.end()) {
+        known[id] = Known{ci->second.hello.device_profile(), ci->second.state};
+      }
+    }
+  }
   spdlog::info("round started: round={} selected={} candidates={}", round, selected.size(), num_candidates);
 
   // 2. Configure and send the tasks. The model is encoded and chunked once,
@@ -968,7 +1011,6 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
       h.last_round_selected = round;
       e.history = &h;
       e.history_epoch = history_epoch_;
-      known[id] = Known{e.hello.device_profile(), e.state};
       wire::Envelope env;
       auto* t = env.mutable_train_task();
       t->set_round(round);
@@ -1405,6 +1447,7 @@ Result<RunSummary> Coordinator::Run() {
           }
         }
       }
+      history_touched_.clear();
     }
     spdlog::info("round finished: round={} selected={} completed={} failed={} seconds={:.3f} bytes_up={} "
                  "bytes_down={} energy_j={:.3f} emissions_g={:.6f}",

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <future>
+#include <map>
 #include <thread>
 
 #include "verdant/server/coordinator.h"
@@ -221,6 +222,18 @@ TEST_CASE("clients_per_round selects a subset each round") {
   std::vector<std::unique_ptr<FakeClient>> cs;
   std::vector<std::thread> ts;
   for (int i = 0; i < 4; ++i) cs.push_back(std::make_unique<FakeClient>("k" + std::to_string(i), h.port()));
+  // The status endpoint's per-client participation after each round, for
+  // the selected and the passed-over clients alike.
+  std::vector<uint64_t> selected_sums;
+  std::map<std::string, uint64_t> last_counts;
+  h.coord.SetRoundCallback([&](const RoundRecord&) {
+    uint64_t sum = 0;
+    for (const auto& c : h.coord.Snapshot(100).clients) {
+      sum += c.rounds_selected;
+      last_counts[c.client_id] = c.rounds_selected;
+    }
+    selected_sums.push_back(sum);
+  });
   for (auto& c : cs) ts.emplace_back([&c] { (void)c->Run(); });
   auto summary = h.coord.Run();
   for (auto& t : ts) t.join();
@@ -228,6 +241,9 @@ TEST_CASE("clients_per_round selects a subset each round") {
   int total = 0;
   for (auto& c : cs) total += c->tasks_seen();
   CHECK(total == 8);
+  CHECK(selected_sums == std::vector<uint64_t>{2, 4, 6, 8});
+  REQUIRE(last_counts.size() == 4);
+  for (int i = 0; i < 4; ++i) CHECK(last_counts["k" + std::to_string(i)] == static_cast<uint64_t>(cs[i]->tasks_seen()));
   auto rounds = Lines(testing::ReadFile(dir.path() / "rounds.csv"));
   CHECK(rounds[1].rfind("1,2,2,0,", 0) == 0);
 }

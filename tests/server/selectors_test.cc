@@ -881,7 +881,8 @@ TEST_CASE("a duplicated candidate id counts once, and its first entry wins") {
     return c;
   };
   const std::vector<ClientCandidate> sorted = {cand("a", 5), cand("a", 90), cand("b", 90)};
-  const std::vector<ClientCandidate> unsorted = {cand("b", 90), cand("a", 5), cand("a", 90)};
+  // Unsorted, with the duplicates apart: only a set of seen ids finds them.
+  const std::vector<ClientCandidate> unsorted = {cand("a", 5), cand("b", 90), cand("a", 90)};
   for (const auto* c : {&sorted, &unsorted}) {
     auto s = Make("eligible", {{"min_battery", "20"}});
     auto d = Pick(*s, Req(1, 0), *c);

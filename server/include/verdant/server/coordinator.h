@@ -305,8 +305,9 @@ class Coordinator final : public SessionHandler {
   // Bumped when history_ is replaced wholesale (resume), which invalidates
   // the ClientHistory pointers cached in ClientEntry. Round thread only.
   uint64_t history_epoch_ = 1;
-  // Ids whose history_ entries the last round changed (its selected
-  // clients), for status_history_. Round thread only.
+  // Ids whose history_ entries changed since status_history_ was last
+  // updated (the selected clients of every round attempt, including one
+  // that failed and is retried), for status_history_. Round thread only.
   std::vector<std::string> history_touched_;
   uint64_t first_round_ = 1;
   Duration grid_offset_ = Duration::zero();  // deferrals so far (grid time)
