@@ -534,17 +534,22 @@ void Coordinator::HandleHello(const SessionPtr& s, ClientEntry& e, const wire::H
       spdlog::warn("client {}: ignoring its device state ({})", id, why);
       e.state = wire::DeviceState();
     }
+    // Queued under mu_, in the same critical section that makes the client
+    // a candidate: the round thread queues TrainTasks under mu_ too, so a
+    // round that starts the moment this client is counted cannot put its
+    // task ahead of the Welcome (the client would see a protocol violation
+    // and leave). Send only queues; it never blocks.
+    wire::Envelope env;
+    auto* w = env.mutable_welcome();
+    w->set_protocol_version(kProtocolVersion);
+    w->set_client_id(id);
+    w->set_run_id(options_.run_id);
+    w->set_max_frame_bytes(kDefaultMaxFrameBytes);
+    w->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
+    w->set_chunk_bytes(options_.chunk_bytes);
+    s->Send(env);
   }
   if (replaced) replaced->CloseWithError(wire::Error::PROTOCOL_VIOLATION, "replaced by a new connection");
-  wire::Envelope env;
-  auto* w = env.mutable_welcome();
-  w->set_protocol_version(kProtocolVersion);
-  w->set_client_id(id);
-  w->set_run_id(options_.run_id);
-  w->set_max_frame_bytes(kDefaultMaxFrameBytes);
-  w->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
-  w->set_chunk_bytes(options_.chunk_bytes);
-  s->Send(env);
   ++joined_total_;
   spdlog::info("client joined: client={} addr={} examples={} profile={:?} zone={:?}", id, s->remote_address(),
                hello.num_examples(), hello.device_profile(), hello.state().zone());
