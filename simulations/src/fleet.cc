@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "verdant/energy/carbon.h"
 #include "fleet_csv.h"
@@ -53,7 +54,8 @@ std::string_view Trim(std::string_view s) {
 // Iterates the lines of `text` (LF or CRLF), numbering from 1.
 class Lines {
  public:
-  explicit Lines(std::string_view text) : text_(text) {}
+  // `lines_before`: lines of the file before `text` (number() counts from it).
+  explicit Lines(std::string_view text, size_t lines_before = 0) : text_(text), number_(lines_before) {}
   bool Next(std::string_view& line) {
     if (pos_ >= text_.size()) return false;
     size_t nl = text_.find('\n', pos_);
@@ -65,6 +67,8 @@ class Lines {
     return true;
   }
   size_t number() const { return number_; }
+  // Offset in the text of the next line.
+  size_t position() const { return pos_; }
 
  private:
   std::string_view text_;
@@ -203,14 +207,15 @@ Result<Fleet> ParseDevicesCsv(std::string_view text, std::string_view name) {
   return fleet;
 }
 
-Status ParseEventsCsv(std::string_view text, Fleet& fleet, std::string_view name) {
-  Lines lines(text);
+namespace {
+
+// The event rows in `rows` (whole lines, `lines_before` lines of the file
+// before them) appended to `out`; the first bad row's error.
+Status ParseEventRows(std::string_view rows, size_t lines_before, const std::array<size_t, 4>& col, size_t needed,
+                      const Fleet& fleet, std::string_view name, FleetEvent* out, size_t& count) {
+  Lines lines(rows, lines_before);
   std::string_view line;
-  if (!lines.Next(line)) return RowError(name, 1, "", "empty file (expected a header line)");
-  VERDANT_ASSIGN_OR_RETURN(auto col, MapHeader(line, kEventColumns, name));
-  const size_t needed = *std::max_element(col.begin(), col.end()) + 1;
-  std::vector<FleetEvent> events;
-  events.reserve(static_cast<size_t>(std::count(text.begin(), text.end(), '\n')));  // no regrowth copies
+  count = 0;
   // Rows of one time come together in a sorted file: parse each time once.
   std::string_view last_ts;
   TimePoint last_time{};
@@ -267,8 +272,69 @@ Status ParseEventsCsv(std::string_view text, Fleet& fleet, std::string_view name
     } else if (!value.empty()) {
       return RowError(name, ln, "value", "'" + std::string(kind) + "' takes no value, got '" + std::string(value) + "'");
     }
-    events.push_back(e);
+    out[count++] = e;
   }
+  return OkStatus();
+}
+
+}  // namespace
+
+Status ParseEventsCsv(std::string_view text, Fleet& fleet, std::string_view name, size_t threads) {
+  Lines lines(text);
+  std::string_view line;
+  if (!lines.Next(line)) return RowError(name, 1, "", "empty file (expected a header line)");
+  VERDANT_ASSIGN_OR_RETURN(auto col, MapHeader(line, kEventColumns, name));
+  const size_t needed = *std::max_element(col.begin(), col.end()) + 1;
+  const std::string_view body = text.substr(std::min(lines.position(), text.size()));  // the rows
+  // Large files are parsed in parts, one thread each: the rows are
+  // independent (each part caches its own last time) and the part
+  // boundaries fall on line ends. Part k's lines are numbered after the
+  // lines of the parts before it, and the first bad row in file order is
+  // the one reported.
+  if (threads == 0) {
+    threads = body.size() < (size_t{16} << 20) ? 1 : std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 4);
+  }
+  std::vector<std::string_view> parts;
+  for (size_t at = 0, k = 0; at < body.size(); ++k) {
+    size_t end = k + 1 >= threads ? body.size() : std::min(body.size(), at + body.size() / threads);
+    if (end < body.size()) {
+      const size_t nl = body.find('\n', end);
+      end = nl == std::string_view::npos ? body.size() : nl + 1;
+    }
+    parts.push_back(body.substr(at, end - at));
+    at = end;
+  }
+  // Lines per part (for numbering and for the events' slots: a part has at
+  // most one event per line, counting a last line without '\n').
+  std::vector<size_t> part_lines(parts.size()), slot(parts.size() + 1, 0), count(parts.size(), 0);
+  for (size_t k = 0; k < parts.size(); ++k) {
+    part_lines[k] = static_cast<size_t>(std::count(parts[k].begin(), parts[k].end(), '\n')) +
+                    (parts[k].empty() || parts[k].back() == '\n' ? 0 : 1);
+    slot[k + 1] = slot[k] + part_lines[k];
+  }
+  std::vector<FleetEvent> events(slot.back());
+  std::vector<Status> status(parts.size());
+  auto parse = [&](size_t k) {
+    size_t before = lines.number();
+    for (size_t j = 0; j < k; ++j) before += part_lines[j];
+    status[k] = ParseEventRows(parts[k], before, col, needed, fleet, name, events.data() + slot[k], count[k]);
+  };
+  {
+    std::vector<std::thread> workers;
+    for (size_t k = 1; k < parts.size(); ++k) workers.emplace_back(parse, k);
+    if (!parts.empty()) parse(0);
+    for (auto& w : workers) w.join();
+  }
+  for (const auto& st : status) VERDANT_RETURN_IF_ERROR(st);
+  // Close the gaps left by blank lines, in place.
+  size_t n = 0;
+  for (size_t k = 0; k < parts.size(); ++k) {
+    if (n != slot[k]) std::move(events.begin() + static_cast<std::ptrdiff_t>(slot[k]),
+                                events.begin() + static_cast<std::ptrdiff_t>(slot[k] + count[k]),
+                                events.begin() + static_cast<std::ptrdiff_t>(n));
+    n += count[k];
+  }
+  events.resize(n);
   auto by_time = [](const FleetEvent& a, const FleetEvent& b) { return a.time < b.time; };
   // Files written sorted (by WriteFleet and the generator) skip the sort.
   if (!std::is_sorted(events.begin(), events.end(), by_time)) std::stable_sort(events.begin(), events.end(), by_time);

@@ -113,6 +113,64 @@ TEST_CASE("LoadFleet reads what WriteFleet wrote and names missing files") {
   CHECK(bad.status().message().find((dir.path() / "events.csv").string() + ":2: field 'value'") != std::string::npos);
 }
 
+TEST_CASE("events parsed in parallel parts equal a single pass, and errors keep their line") {
+  testing::TempDir dir;
+  FleetGeneratorOptions o;
+  o.devices = 60;
+  o.days = 2;
+  o.zones = {"US-CISO", "NO"};
+  auto fleet = GenerateFleet(o, DeviceDataDir());
+  REQUIRE(fleet.ok());
+  REQUIRE(WriteFleet(*fleet, dir.path()).ok());
+  const std::string devices = testing::ReadFile(dir.path() / "devices.csv");
+  std::string events = testing::ReadFile(dir.path() / "events.csv");
+  // A blank line and a CRLF line in the middle, and no '\n' at the very end.
+  const size_t mid = events.find('\n', events.size() / 2) + 1;
+  events.insert(mid, 1, '\n');
+  const size_t crlf = events.find('\n', events.size() / 3);
+  events.insert(crlf, 1, '\r');
+  events.pop_back();
+  auto parse = [&](const std::string& text, size_t threads) {
+    auto f = ParseDevicesCsv(devices);
+    REQUIRE(f.ok());
+    Status st = ParseEventsCsv(text, *f, "events.csv", threads);
+    return std::make_pair(std::move(*f), st);
+  };
+  auto [one, st1] = parse(events, 1);
+  REQUIRE_MESSAGE(st1.ok(), st1.ToString());
+  CHECK(one.events.size() == fleet->events.size());
+  for (size_t threads : {2, 3, 4, 7}) {
+    CAPTURE(threads);
+    auto [many, st] = parse(events, threads);
+    REQUIRE_MESSAGE(st.ok(), st.ToString());
+    REQUIRE(many.events.size() == one.events.size());
+    bool same = true;
+    for (size_t i = 0; i < one.events.size(); ++i) {
+      const auto &a = one.events[i], &b = many.events[i];
+      same = same && a.time == b.time && a.device == b.device && a.kind == b.kind &&
+             a.battery_percent == b.battery_percent && a.network == b.network;
+    }
+    CHECK(same);
+  }
+  // Two bad rows, one in the last part and one in the middle: the earlier is
+  // reported, with its line number in the file, however the file is split.
+  const auto line_of = [&](size_t offset) { return 1 + std::count(events.begin(), events.begin() + offset, '\n'); };
+  std::string bad = events;
+  const size_t late = bad.rfind(",available,");
+  REQUIRE(late != std::string::npos);
+  bad.replace(late, 11, ",explodes,,");
+  const size_t early = bad.find(",available,", bad.size() * 2 / 3 - bad.size() / 4);
+  REQUIRE(early < late);
+  bad.replace(early, 11, ",explodes,,");
+  const std::string want = "events.csv:" + std::to_string(line_of(early)) + ": field 'kind'";
+  for (size_t threads : {1, 2, 3, 4}) {
+    CAPTURE(threads);
+    auto [f, st] = parse(bad, threads);
+    REQUIRE(!st.ok());
+    CHECK_MESSAGE(st.message().find(want) != std::string::npos, st.message());
+  }
+}
+
 TEST_CASE("the generator gives byte-identical fleets for the same seed") {
   testing::TempDir dir;
   FleetGeneratorOptions o;
