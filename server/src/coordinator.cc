@@ -53,6 +53,8 @@ Coordinator::Coordinator(CoordinatorOptions options, ParameterVector initial_mod
                          Evaluator* evaluator, Clock& clock)
     : options_(std::move(options)),
       global_(std::move(initial_model)),
+      num_params_(global_.size()),
+      layout_fingerprint_(global_.layout().Fingerprint()),
       strategy_(std::move(strategy)),
       selector_(std::move(selector)),
       evaluator_(evaluator),
@@ -257,13 +259,18 @@ Result<std::pair<bool, std::unique_ptr<UpdateCodec>>> ParseDownlinkCodec(const s
 
 size_t Coordinator::connected_clients() const {
   std::lock_guard<std::mutex> l(mu_);
-  size_t n = 0;
-  for (const auto& [id, e] : clients_) n += e.welcomed ? 1 : 0;
-  return n;
+  // Welcomed clients by id: a session replaced by a reconnect of the same
+  // client, still closing, is not counted twice.
+  return by_client_id_.size();
 }
 
 void Coordinator::Stop() {
-  stop_ = true;
+  {
+    // Under mu_: a waiter checks stop_ under mu_ and then waits, so the
+    // store and the notify cannot both fall between its check and its wait.
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
   cv_.notify_all();
 }
 
@@ -314,6 +321,8 @@ CoordinatorStatus Coordinator::Snapshot(size_t max_clients) const {
   std::vector<const ClientEntry*> listed;
   for (const auto& [sid, e] : clients_) {
     if (!e.welcomed) continue;
+    // A session replaced by a reconnect of the same client is not listed.
+    if (auto bi = by_client_id_.find(e.client_id); bi == by_client_id_.end() || bi->second != sid) continue;
     ++s.clients_connected;
     if (e.task_id != 0) ++s.clients_training;
     if (max_clients > 0) listed.push_back(&e);
@@ -581,14 +590,14 @@ void Coordinator::HandleTrainResult(const SessionPtr& s, ClientEntry& e, const w
   // A result for a task that is no longer pending (the round ended) is
   // reassembled and dropped, so the session stays usable.
   const auto& p = r.payload();
-  const uint64_t n = global_.size();
+  const uint64_t n = num_params_;
   // A generous cap: no codec needs more than 8 bytes per value plus framing.
   const uint64_t max_bytes = n * 8 + (1u << 20);
   if (task_id != 0 && r.task_id() == task_id) {
     std::string why;
     if (p.num_params() != n) {
       why = "delta has " + std::to_string(p.num_params()) + " parameters, the model has " + std::to_string(n);
-    } else if (p.layout_fingerprint() != 0 && p.layout_fingerprint() != global_.layout().Fingerprint()) {
+    } else if (p.layout_fingerprint() != 0 && p.layout_fingerprint() != layout_fingerprint_) {
       why = "delta layout does not match the model";
     } else if (p.encoding() != options_.uplink_codec) {
       why = "delta encoded with '" + p.encoding() + "', expected '" + options_.uplink_codec + "'";
@@ -710,8 +719,7 @@ Status Coordinator::WaitForClients() {
   size_t last_logged = SIZE_MAX;
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
-    size_t n = 0;
-    for (const auto& [id, e] : clients_) n += e.welcomed ? 1 : 0;
+    size_t n = by_client_id_.size();  // welcomed clients, one per id
     if (n >= options_.min_clients) return OkStatus();
     if (stop_) return CancelledError("stopped while waiting for clients");
     if (n != last_logged) {
@@ -719,8 +727,7 @@ Status Coordinator::WaitForClients() {
       last_logged = n;
     }
     if (cv_.wait_until(l, deadline) == std::cv_status::timeout) {
-      n = 0;
-      for (const auto& [id, e] : clients_) n += e.welcomed ? 1 : 0;
+      n = by_client_id_.size();
       if (n >= options_.min_clients) return OkStatus();
       return DeadlineExceededError("only " + std::to_string(n) + " of the " +
                                    std::to_string(options_.min_clients) + " required clients connected within " +
@@ -1106,7 +1113,9 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
       ev = std::move(events_.front());
       events_.pop_front();
     }
-    if (pending.find(ev.task_id) == pending.end()) {  // stale: a previous round's task
+    // Stale: a previous round's task, or another session's (a task id is
+    // guessable; a result counts only from the session the task went to).
+    if (auto pi = pending.find(ev.task_id); pi == pending.end() || pi->second.session->id() != ev.session) {
       ReturnUploadBuffer(std::move(ev.payload));
       continue;
     }
@@ -1191,6 +1200,11 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   auto next = strategy_->FinishRound(round, global_, failures);
   if (!next.ok()) return next.status().WithContext("aggregating round " + std::to_string(round));
   if (next->has_value()) {
+    if ((*next)->size() != num_params_ || (*next)->layout().Fingerprint() != layout_fingerprint_) {
+      return InternalError("strategy '" + std::string(strategy_->Name()) + "' returned a model of " +
+                           std::to_string((*next)->size()) + " parameters or another layout (the run's model has " +
+                           std::to_string(num_params_) + ")");
+    }
     global_ = std::move(**next);
     ++model_version_;
     rec.model_updated = true;

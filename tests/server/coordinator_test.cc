@@ -120,6 +120,14 @@ TEST_CASE("misbehaving clients fail their round while the others finish it") {
     bad.behaviour = FakeClient::Behaviour::kSilent;
     expect = "deadline";
   }
+  SUBCASE("answers for the other client's task, before it does") {
+    // Task ids are guessable; a result counts only from the session its task
+    // went to. The good client answers late, so the forged result comes first.
+    bad.behaviour = FakeClient::Behaviour::kOthersTask;
+    bad.value = 100.0f;
+    good.answer_delay = 500ms;
+    expect = "deadline";
+  }
   std::thread tg([&] { (void)good.Run(); });
   std::thread tb([&] { (void)bad.Run(); });
   auto summary = h.coord.Run();

@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <limits>
+#include <thread>
 
 #include "verdant/transport/framing.h"
 #include "verdant/transport/message.h"
@@ -51,6 +52,7 @@ Status FakeClient::Run(int max_tasks) {
       ++answered;
       continue;
     }
+    if (answer_delay.count() > 0) std::this_thread::sleep_for(answer_delay);
     if (behaviour == Behaviour::kTrainFails) {
       wire::Envelope env;
       env.mutable_train_result()->set_round(task.round());
@@ -69,7 +71,7 @@ Status FakeClient::Run(int max_tasks) {
     wire::Envelope env;
     auto* r = env.mutable_train_result();
     r->set_round(task.round());
-    r->set_task_id(task.task_id());
+    r->set_task_id(behaviour == Behaviour::kOthersTask ? (task.task_id() == 1 ? 2 : 1) : task.task_id());
     r->set_num_examples(num_examples);
     r->set_train_loss(1.0);
     if (energy_report) *r->mutable_energy() = *energy_report;

@@ -273,7 +273,12 @@ class Coordinator final : public SessionHandler {
   bool draining() const;
 
   CoordinatorOptions options_;
-  ParameterVector global_;
+  ParameterVector global_;  // round thread only
+  // The model's size and layout, fixed for the run: what io threads check
+  // uploads against (they must not read global_, which the round thread
+  // replaces after each aggregation).
+  const uint64_t num_params_;
+  const uint64_t layout_fingerprint_;
   uint64_t model_version_ = 1;  // versions start at 1; 0 means "no model"
   // Downlink: what clients hold, when it differs from global_ (fp16/delta).
   std::unique_ptr<UpdateCodec> downlink_codec_;  // the codec of fp16 / delta:<codec>

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +33,7 @@ class FakeClient {
     kSilent,           // never answers (tests the round deadline)
     kScaled,           // delta scaled by 1e6
     kTrainFails,       // reports that its local training failed (no payload)
+    kOthersTask,       // answers as if it held the round's other task (task ids 1 <-> 2)
   };
   FakeClient(std::string name, uint16_t port) : name_(std::move(name)), port_(port) {}
   Behaviour behaviour = Behaviour::kHonest;
@@ -42,6 +44,7 @@ class FakeClient {
   wire::DeviceState state;      // reported in Hello
   std::string device_profile;   // reported in Hello
   std::optional<wire::EnergyReport> energy_report;  // sent with every TrainResult
+  std::chrono::milliseconds answer_delay{0};        // waits this long before each answer
   ClientConnection::Options connection;
   // Runs until Bye, an error, or `max_tasks` tasks answered. Returns why it stopped.
   Status Run(int max_tasks = 1000);
