@@ -515,6 +515,10 @@ void Coordinator::HandleHello(const SessionPtr& s, ClientEntry& e, const wire::H
   std::string id;
   {
     std::lock_guard<std::mutex> l(mu_);
+    if (finishing_) {  // after SayGoodbye: no Welcome, the run is over
+      s->CloseWithError(wire::Error::SHUTTING_DOWN, "the run is over");
+      return;
+    }
     // The identity comes from the handshake when there is one; a plaintext
     // session is named after its label, made unique.
     if (!s->peer_id().empty()) {
@@ -1268,14 +1272,19 @@ void Coordinator::SayGoodbye(const std::string& reason) {
   auto bytes = SerializeEnvelope(env);
   if (!bytes.ok()) return;
   auto shared = std::make_shared<const ByteBuffer>(std::move(*bytes));
-  std::vector<SessionPtr> sessions;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    for (auto& [sid, e] : clients_) sessions.push_back(e.session);
-  }
-  for (auto& s : sessions) {
-    s->Send(shared);
-    s->Close(CancelledError("run finished"));
+  // Under mu_, as HandleHello welcomes under mu_: a client is either
+  // welcomed before this (and gets Bye after its Welcome) or told the run is
+  // over instead of a Welcome; none gets Bye before Welcome, and none joins
+  // after it. Send, Close and CloseWithError only queue.
+  std::lock_guard<std::mutex> l(mu_);
+  finishing_ = true;
+  for (auto& [sid, e] : clients_) {
+    if (e.welcomed) {
+      e.session->Send(shared);
+      e.session->Close(CancelledError("run finished"));
+    } else {
+      e.session->CloseWithError(wire::Error::SHUTTING_DOWN, "the run is over");
+    }
   }
 }
 

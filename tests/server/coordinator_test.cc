@@ -219,6 +219,25 @@ TEST_CASE("Stop ends a run that waits for clients") {
   CHECK(fut.get().status().code() == StatusCode::kCancelled);
 }
 
+TEST_CASE("a client that says Hello after the run ended is told the run is over, not welcomed") {
+  CoordinatorOptions o;
+  o.rounds = 1;
+  o.min_clients = 1;
+  o.round_timeout = 10s;
+  Harness h(o);
+  FakeClient early("early", h.port());
+  std::thread t([&] { CHECK(early.Run().ok()); });  // trains, then gets Bye
+  auto summary = h.coord.Run();
+  t.join();
+  REQUIRE(summary.ok());
+  FakeClient late("late", h.port());
+  Status st = late.Run();
+  CHECK(st.code() == StatusCode::kFailedPrecondition);  // FakeClient's code for an Error instead of Welcome
+  CHECK(st.message().find("the run is over") != std::string::npos);
+  CHECK(late.assigned_id().empty());
+  CHECK(h.coord.connected_clients() == 0);
+}
+
 TEST_CASE("clients_per_round selects a subset each round") {
   CoordinatorOptions o;
   o.rounds = 4;

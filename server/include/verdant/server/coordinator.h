@@ -335,6 +335,7 @@ class Coordinator final : public SessionHandler {
   // the previous round's buffers do not sit idle through the broadcast.
   std::vector<ByteBuffer> upload_pool_;
   size_t upload_pool_limit_ = 0;
+  bool finishing_ = false;  // SayGoodbye ran: no more Welcomes (guarded by mu_)
   std::atomic<bool> stop_{false};
   std::atomic<bool> drain_{false};
   std::chrono::steady_clock::time_point drain_deadline_;  // guarded by mu_
