@@ -306,18 +306,17 @@ Status ParseEventsCsv(std::string_view text, Fleet& fleet, std::string_view name
   }
   // Lines per part (for numbering and for the events' slots: a part has at
   // most one event per line, counting a last line without '\n').
-  std::vector<size_t> part_lines(parts.size()), slot(parts.size() + 1, 0), count(parts.size(), 0);
+  std::vector<size_t> slot(parts.size() + 1, 0), count(parts.size(), 0);
   for (size_t k = 0; k < parts.size(); ++k) {
-    part_lines[k] = static_cast<size_t>(std::count(parts[k].begin(), parts[k].end(), '\n')) +
-                    (parts[k].empty() || parts[k].back() == '\n' ? 0 : 1);
-    slot[k + 1] = slot[k] + part_lines[k];
+    slot[k + 1] = slot[k] + static_cast<size_t>(std::count(parts[k].begin(), parts[k].end(), '\n')) +
+                  (parts[k].empty() || parts[k].back() == '\n' ? 0 : 1);
   }
   std::vector<FleetEvent> events(slot.back());
   std::vector<Status> status(parts.size());
+  // Part k's first slot is also the number of lines before it in the rows.
   auto parse = [&](size_t k) {
-    size_t before = lines.number();
-    for (size_t j = 0; j < k; ++j) before += part_lines[j];
-    status[k] = ParseEventRows(parts[k], before, col, needed, fleet, name, events.data() + slot[k], count[k]);
+    status[k] = ParseEventRows(parts[k], lines.number() + slot[k], col, needed, fleet, name, events.data() + slot[k],
+                               count[k]);
   };
   {
     std::vector<std::thread> workers;
