@@ -357,7 +357,7 @@ Result<cli::ServeSetup> LoadServerConfig(const toml::table& cfg, const std::stri
   VERDANT_RETURN_IF_ERROR(CheckKeys(server, {"listen", "threads", "max_frame_bytes"}, "server"));
   VERDANT_RETURN_IF_ERROR(CheckKeys(run, {"rounds", "min_clients", "clients_per_round", "round_timeout_s",
                                           "wait_for_clients_s", "seed", "out", "model", "codec", "downlink_codec", "data_dir",
-                                          "eval_examples", "run_id", "over_selection", "shutdown_grace_s"},
+                                          "eval_examples", "eval_every", "run_id", "over_selection", "shutdown_grace_s"},
                                     "run"));
   toml::table empty;
   const toml::table& sv = server ? *server : empty;
@@ -383,6 +383,7 @@ Result<cli::ServeSetup> LoadServerConfig(const toml::table& cfg, const std::stri
   VERDANT_ASSIGN_OR_RETURN(c.run_id, TomlGet<std::string>(rn, "run_id", "run", "run"));
   VERDANT_ASSIGN_OR_RETURN(s.data_dir, TomlGet<std::string>(rn, "data_dir", DefaultFashionMnistDir(), "run"));
   VERDANT_ASSIGN_OR_RETURN(int64_t eval_examples, TomlGet<int64_t>(rn, "eval_examples", 0, "run"));
+  VERDANT_ASSIGN_OR_RETURN(int64_t eval_every, TomlGet<int64_t>(rn, "eval_every", 1, "run"));
   VERDANT_ASSIGN_OR_RETURN(c.over_selection, TomlGet<double>(rn, "over_selection", 0.0, "run"));
   VERDANT_ASSIGN_OR_RETURN(double grace, TomlGet<double>(rn, "shutdown_grace_s", 30.0, "run"));
   if (!(c.over_selection >= 0) || !std::isfinite(c.over_selection)) {
@@ -395,6 +396,10 @@ Result<cli::ServeSetup> LoadServerConfig(const toml::table& cfg, const std::stri
   if (per_round < 0) return InvalidArgumentError("run.clients_per_round must be >= 0");
   if (!(round_timeout > 0) || !(wait_clients > 0)) return InvalidArgumentError("timeouts must be > 0");
   if (eval_examples < 0) return InvalidArgumentError("run.eval_examples must be >= 0");
+  if (eval_every < 0 || eval_every > UINT32_MAX) {
+    return InvalidArgumentError("run.eval_every must be >= 0 (0 = never evaluate)");
+  }
+  c.evaluate_every = static_cast<uint32_t>(eval_every);
   c.rounds = static_cast<uint64_t>(rounds);
   c.min_clients = static_cast<size_t>(min_clients);
   c.clients_per_round = static_cast<size_t>(per_round);
@@ -491,6 +496,7 @@ struct DemoArgs {
   double lr = 0.05;
   size_t max_examples = 0;
   size_t eval_examples = 0;
+  uint32_t eval_every = 1;
   double round_timeout = 300;
   std::string data_dir = DefaultFashionMnistDir();
   std::string log_level = "warn";
@@ -620,6 +626,7 @@ Status RunDemo(const DemoArgs& a) {
   s.strategy_options.Set("lr", std::to_string(a.lr));
   s.data_dir = a.data_dir;
   s.eval_examples = a.eval_examples;
+  s.coordinator.evaluate_every = a.eval_every;
   s.init_seed = a.seed;
   s.security.insecure = a.insecure;
   s.carbon = a.carbon;
@@ -824,6 +831,8 @@ int RunCli(int argc, char** argv) {
   demo->add_option("--lr", da.lr, "local learning rate")->capture_default_str();
   demo->add_option("--max-examples", da.max_examples, "cap each client's shard (0 = all)");
   demo->add_option("--eval-examples", da.eval_examples, "test examples to evaluate on (0 = all 10k)");
+  demo->add_option("--eval-every", da.eval_every, "evaluate every N-th round and the last one (0 = never)")
+      ->capture_default_str();
   demo->add_option("--round-timeout", da.round_timeout, "seconds per round before stragglers fail")->capture_default_str();
   demo->add_option("--over-selection", da.over_selection,
                    "select K x (1 + E) clients and close each round at the first K results (needs --clients-per-round)");

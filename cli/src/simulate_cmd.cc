@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <toml++/toml.h>
 
 #include "common.h"
@@ -127,6 +128,7 @@ struct SimulateArgs {
   std::string data_dir;
   std::string partition = "dirichlet:0.5";
   size_t eval_examples = 2000;
+  uint32_t eval_every = 1;
   bool progress = false, no_progress = false;
   std::string log_level = "error";
 };
@@ -203,7 +205,8 @@ Status ApplyToml(const std::string& path, SimulateArgs& a,
         return OkStatus();
       }
     } else {
-      if (auto v = n.value<int64_t>(); v && *v >= 0) {
+      if (auto v = n.value<int64_t>();
+          v && *v >= 0 && static_cast<uint64_t>(*v) <= std::numeric_limits<T>::max()) {
         if (!given(flag)) out = static_cast<T>(*v);
         return OkStatus();
       }
@@ -214,7 +217,7 @@ Status ApplyToml(const std::string& path, SimulateArgs& a,
     static const char* kKeys[] = {"fleet", "selector", "strategy", "clients_per_round", "round_interval", "days",
                                   "rounds", "codec", "downlink", "model", "seed", "out", "compare", "round_timeout",
                                   "max_defer", "battery_floor", "start", "train", "data_dir",
-                                  "partition", "eval_examples"};
+                                  "partition", "eval_examples", "eval_every"};
     for (const auto& [k, v] : *s) {
       if (std::find(std::begin(kKeys), std::end(kKeys), std::string(k.str())) == std::end(kKeys)) {
         return InvalidArgumentError(path + ": unknown key '" + std::string(k.str()) + "' in [simulation]");
@@ -239,6 +242,7 @@ Status ApplyToml(const std::string& path, SimulateArgs& a,
     VERDANT_RETURN_IF_ERROR(str(*s, "simulation", "data_dir", "--data-dir", a.data_dir));
     VERDANT_RETURN_IF_ERROR(str(*s, "simulation", "partition", "--partition", a.partition));
     VERDANT_RETURN_IF_ERROR(num(*s, "simulation", "eval_examples", "--eval-examples", a.eval_examples));
+    VERDANT_RETURN_IF_ERROR(num(*s, "simulation", "eval_every", "--eval-every", a.eval_every));
     if (auto n = (*s)["train"]) {
       auto v = n.value<bool>();
       if (!v) return InvalidArgumentError(where("simulation", "train") + " must be true or false");
@@ -320,6 +324,7 @@ Status RunSimulate(SimulateArgs a, const std::function<bool(const std::string&)>
   so.data_dir = a.data_dir;
   so.partition = a.partition;
   so.eval_examples = a.eval_examples;
+  so.eval_every = a.eval_every;
   CarbonSetup cs;
   cs.trace_dir = a.carbon_dir;
   cs.scope = a.carbon_scope;
@@ -465,6 +470,9 @@ void AddSimulateCommands(CLI::App& app) {
   sim->add_option("--partition", s->partition, "with --train: iid or dirichlet:ALPHA over the devices")
       ->capture_default_str();
   sim->add_option("--eval-examples", s->eval_examples, "with --train: test examples per evaluation (0 = all)")
+      ->capture_default_str();
+  sim->add_option("--eval-every", s->eval_every,
+                  "with --train: evaluate every N-th round and the last one (0 = never)")
       ->capture_default_str();
   sim->add_flag("--progress", s->progress, "show the progress bar even when stderr is not a terminal");
   sim->add_flag("--no-progress", s->no_progress, "never show the progress bar");

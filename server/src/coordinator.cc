@@ -1231,7 +1231,9 @@ Result<RoundRecord> Coordinator::RunRound(uint64_t round) {
   selector_->OnRoundEnd(round, completed_ids, failed_ids);
 
   // 5. Evaluate.
-  if (evaluator_ != nullptr && options_.evaluate_every_round) {
+  const bool evaluate = evaluator_ != nullptr && options_.evaluate_every > 0 &&
+                        (round % options_.evaluate_every == 0 || round >= options_.rounds);
+  if (evaluate) {
     SetState("evaluating");
     const auto e0 = std::chrono::steady_clock::now();
     auto m = evaluator_->Evaluate(global_);

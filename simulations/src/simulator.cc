@@ -142,6 +142,27 @@ struct ModelReceive {
   ParameterVector model;  // empty when the task cannot be trained (TrainOn says why)
   uint64_t bytes = 0;     // received so far
   Status status;          // the first bad chunk, reported when the task is answered
+  // Every chunk so far is the cached broadcast's own message (Engine::
+  // broadcast_): nothing was copied into `model`, the cache holds it.
+  bool from_cache = false;
+  // The chunk messages copied so far, and the bytes received after each:
+  // the cache's next content if this receive completes. Not kept after a
+  // receive that started from the cache and left it.
+  bool cacheable = true;
+  std::vector<SharedBytes> chunks;
+  std::vector<uint64_t> ends;
+};
+
+// --train: the last model broadcast a device received whole. The coordinator
+// queues the same immutable chunk messages to every device of a round, so a
+// later device whose chunks are those very message objects (held here, so
+// no other message can take their address) gets the assembled model without
+// parsing and copying it again.
+struct BroadcastCache {
+  uint64_t stream_id = 0;
+  std::vector<SharedBytes> chunks;
+  std::vector<uint64_t> ends;  // bytes of the model after each chunk
+  ParameterVector model;
 };
 
 struct RoundStats {
@@ -302,7 +323,7 @@ class Engine {
       switch (it.kind) {
         case Item::kCall: it.call(); break;
         case Item::kClose: HandleClose(it.session, it.reason); break;
-        case Item::kMessage: HandleMessage(it.session, *it.bytes); break;
+        case Item::kMessage: HandleMessage(it.session, it.bytes); break;
       }
     }
   }
@@ -380,8 +401,9 @@ class Engine {
     }
   }
 
-  void HandleMessage(const std::shared_ptr<SimSession>& s, const ByteBuffer& bytes) {
+  void HandleMessage(const std::shared_ptr<SimSession>& s, const SharedBytes& message) {
     if (s->notified) return;
+    const ByteBuffer& bytes = *message;
     DeviceRuntime& d = devices_[s->device()];
     if (d.session != s) return;
     // An Envelope holding only a Chunk starts with field 8's tag (8 << 3 | 2):
@@ -391,7 +413,7 @@ class Engine {
     if (!bytes.empty() && bytes[0] == kChunkTag) {
       if (d.task_id != 0 && d.chunks_left > 0) {
         d.bytes_down += bytes.size() + kFrameOverhead;
-        if (train_ != nullptr) ReceiveModelChunk(s->device(), d, bytes);
+        if (train_ != nullptr) ReceiveModelChunk(s->device(), d, message);
         if (--d.chunks_left == 0) Answer(s->device());
       }
       return;
@@ -416,12 +438,30 @@ class Engine {
   // --train: one chunk of the model, read in place (ParseChunkView, as the
   // TCP session reads a frame; protobuf only for what that leaves to it) and
   // copied into the device's model values. The checks are PayloadAssembler's:
-  // the task's stream, in order, within the declared size.
-  void ReceiveModelChunk(uint32_t i, const DeviceRuntime& d, std::span<const uint8_t> bytes) {
+  // the task's stream, in order, within the declared size. A chunk that is
+  // the cached broadcast's own message at the same place passed them for an
+  // earlier device and is not read again.
+  void ReceiveModelChunk(uint32_t i, const DeviceRuntime& d, const SharedBytes& message) {
     auto it = receiving_.find(i);
     if (it == receiving_.end()) return;
     ModelReceive& rx = it->second;
     if (!rx.status.ok() || rx.model.size() == 0) return;  // TrainOn reports why
+    const std::span<const uint8_t> bytes(*message);
+    {
+      const auto& info = d.task.payload();
+      const uint32_t seq = info.num_chunks() - d.chunks_left;
+      if (seq == 0) rx.from_cache = o_.share_broadcast && CachedChunk(info, seq, message);
+      if (rx.from_cache) {
+        if (CachedChunk(info, seq, message)) {
+          rx.bytes = broadcast_.ends[seq];
+          return;
+        }
+        // Not the cached broadcast after all: copy what it held so far, go on copying.
+        std::memcpy(rx.model.values().data(), broadcast_.model.values().data(), rx.bytes);
+        rx.from_cache = false;
+        rx.cacheable = false;
+      }
+    }
     std::optional<wire::Envelope> env;  // owns the data of a chunk protobuf parsed
     std::optional<ChunkView> c = ParseChunkView(bytes);
     if (!c) {
@@ -446,6 +486,18 @@ class Engine {
       std::memcpy(reinterpret_cast<uint8_t*>(rx.model.values().data()) + rx.bytes, c->data.data(), c->data.size());
     }
     rx.bytes += c->data.size();
+    if (rx.cacheable) {
+      rx.chunks.push_back(message);
+      rx.ends.push_back(rx.bytes);
+    }
+  }
+
+  // True when `message` is chunk `seq` of the cached broadcast and the task
+  // announces that same broadcast (stream, size, chunk count).
+  bool CachedChunk(const wire::PayloadInfo& info, uint32_t seq, const SharedBytes& message) const {
+    return broadcast_.model.size() == info.num_params() && broadcast_.stream_id == info.stream_id() &&
+           broadcast_.chunks.size() == info.num_chunks() && seq < broadcast_.chunks.size() &&
+           broadcast_.chunks[seq] == message;
   }
 
   // --train: device i's receive state ends (trained, failed or gone); its
@@ -658,6 +710,17 @@ class Engine {
       EndReceive(i);
       return st;
     }
+    ModelReceive& rx = it->second;
+    if (o_.share_broadcast && !rx.from_cache && rx.cacheable && rx.chunks.size() == task.payload().num_chunks()) {
+      // Received whole and copied: it becomes the cache (the model it
+      // replaces goes back to the pool with this receive).
+      broadcast_.stream_id = task.payload().stream_id();
+      broadcast_.chunks = std::move(rx.chunks);
+      broadcast_.ends = std::move(rx.ends);
+      std::swap(broadcast_.model, rx.model);
+      rx.from_cache = true;
+    }
+    const ParameterVector& model = rx.from_cache ? broadcast_.model : rx.model;
     LocalTrainOptions lo;
     lo.local_epochs = std::max<uint32_t>(1, task.local_epochs());
     lo.batch_size = std::max<uint32_t>(1, task.batch_size());
@@ -665,7 +728,7 @@ class Engine {
     lo.proximal_mu = task.proximal_mu();
     lo.max_examples = task.max_examples();
     lo.seed = task.seed();
-    auto trained = train_->trainer->Train(it->second.model, train_->shards[i], lo, delta_);
+    auto trained = train_->trainer->Train(model, train_->shards[i], lo, delta_);
     EndReceive(i);
     VERDANT_ASSIGN_OR_RETURN(LocalTrainResult r, std::move(trained));
     examples = r.num_examples;
@@ -729,6 +792,7 @@ class Engine {
   TrainContext* train_ = nullptr;
   std::unordered_map<uint32_t, ModelReceive> receiving_;  // --train: by device, while its model arrives
   std::vector<ParameterVector> model_pool_;              // --train: see TakeModel
+  BroadcastCache broadcast_;                             // --train: see ReceiveModelChunk
   std::vector<float> delta_;
   ByteBuffer trained_update_;
   uint64_t update_round_ = 0, update_params_ = 0;
@@ -867,7 +931,7 @@ Result<SimulationResult> RunSimulation(const Fleet& fleet, const SimulationOptio
   // and a checkpoint per round serialises the selector state and registry
   // of every device — most of a round's cost with 10^5 devices.
   co.persist = false;
-  co.evaluate_every_round = evaluator != nullptr;
+  co.evaluate_every = evaluator != nullptr ? o.eval_every : 0;
   co.energy.intensity = o.intensity;
   co.energy.profiles = std::move(profiles);
   co.energy.max_defer = o.max_defer;

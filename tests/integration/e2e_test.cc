@@ -152,6 +152,10 @@ TEST_CASE("the CLI rejects bad arguments and configs with clear errors") {
   testing::WriteFile(cfg, "[run\n");
   c = RunBinary("server --config " + cfg.string());
   CHECK(c.exit_code == 2);
+  testing::WriteFile(cfg, "[run]\neval_every = -1\n");
+  c = RunBinary("server --config " + cfg.string());
+  CHECK(c.exit_code == 2);
+  CHECK(c.output.find("run.eval_every must be >= 0") != std::string::npos);
   c = RunBinary("client --server nowhere --shard 0/1");
   CHECK(c.exit_code == 2);
   CHECK(c.output.find("HOST:PORT") != std::string::npos);

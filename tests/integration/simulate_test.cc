@@ -88,6 +88,10 @@ TEST_CASE("verdant simulate reads a TOML config where flags win and names bad ro
   auto bad_key = Verdant("simulate --config " + cfg.string());
   CHECK(bad_key.exit_code == 2);
   CHECK(bad_key.output.find("unknown key 'rowns' in [simulation]") != std::string::npos);
+  testing::WriteFile(cfg, "[simulation]\nfleet = \"x\"\neval_every = -2\n");
+  auto bad_value = Verdant("simulate --config " + cfg.string());
+  CHECK(bad_value.exit_code == 2);
+  CHECK(bad_value.output.find("eval_every") != std::string::npos);
   testing::WriteFile(fleet / "devices.csv",
                      "device_id,profile,zone,battery_wh,ms_per_sample,up_kbps,down_kbps,embodied_kg,num_examples\n"
                      "a,phone-midrange,NO,15,fast,1,1,60,10\n");

@@ -222,7 +222,7 @@ int RunCoordinator(const Args& a) {
   o.wait_for_clients = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(a.connect_timeout_s));
   o.round_timeout = 180s;
   o.heartbeat_interval_ms = a.heartbeat_ms;
-  o.evaluate_every_round = false;
+  o.evaluate_every = 0;
   o.run_id = "load";
   if (a.chunk_kb > 0) o.chunk_bytes = a.chunk_kb * 1024;
   auto strategy = CreateStrategy("fedavg", {});

@@ -94,6 +94,42 @@ TEST_CASE("honest clients complete rounds and the outputs are written") {
   }
 }
 
+TEST_CASE("evaluate_every evaluates every N-th round and the last one, and no other round") {
+  testing::TempDir dir;
+  CoordinatorOptions o;
+  o.rounds = 5;
+  o.min_clients = 2;
+  o.out_dir = dir.path().string();
+  o.round_timeout = 20s;
+  o.evaluate_every = 2;
+  Harness h(o);
+  FakeClient a("a", h.port()), b("b", h.port());
+  a.value = b.value = 1.0f;
+  Status ra, rb;
+  std::thread ta([&] { ra = a.Run(); }), tb([&] { rb = b.Run(); });
+  auto summary = h.coord.Run();
+  ta.join();
+  tb.join();
+  REQUIRE(summary.ok());
+  CHECK(ra.ok());
+  CHECK(rb.ok());
+  // Mean delta 1 per round: the model's mean after round r is r.
+  CHECK(summary->final_accuracy == doctest::Approx(5.0));
+  auto rounds = Lines(testing::ReadFile(dir.path() / "rounds.csv"));
+  REQUIRE(rounds.size() == 6);
+  // Column 5 is accuracy: rounds 2, 4 (every 2nd) and 5 (the last) only.
+  auto accuracy = [&](size_t r) {
+    std::string line = rounds[r];
+    for (int i = 0; i < 4; ++i) line = line.substr(line.find(',') + 1);
+    return line.substr(0, line.find(','));
+  };
+  CHECK(accuracy(1).empty());
+  CHECK(accuracy(2) == "2");
+  CHECK(accuracy(3).empty());
+  CHECK(accuracy(4) == "4");
+  CHECK(accuracy(5) == "5");
+}
+
 TEST_CASE("misbehaving clients fail their round while the others finish it") {
   CoordinatorOptions o;
   o.rounds = 1;

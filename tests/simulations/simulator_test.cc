@@ -422,6 +422,31 @@ TEST_CASE("--train mode trains each selected device on its Dirichlet shard and r
   CHECK(RunSimulation(fleet, bad).status().code() == StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("--train mode: devices training from the shared broadcast give the outputs of devices that copy it") {
+  if (!FashionMnistAvailable()) return;
+  testing::TempDir dir;
+  const Fleet fleet = Generated(30, 1, {"NO", "ES"});
+  // mlp's model is one 1 MiB chunk, cnn's (6.6 MB) seven.
+  for (const char* model : {"mlp", "cnn"}) {
+    CAPTURE(model);
+    const std::filesystem::path base = dir.path() / model;
+    for (const bool share : {true, false}) {
+      SimulationOptions o = SmallOptions((base / (share ? "shared" : "copied")).string());
+      o.model = model;
+      o.train = true;
+      o.eval_examples = 200;
+      o.clients_per_round = 4;
+      o.rounds = 3;
+      o.strategy_options.Set("max_examples", "48");
+      o.share_broadcast = share;
+      auto r = RunSimulation(fleet, o);
+      REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+      CHECK(r->completed > 6);
+    }
+    CheckSameOutputs(base / "shared", base / "copied");
+  }
+}
+
 TEST_CASE("--train mode: the same fleet and seed give byte-identical outputs") {
   if (!FashionMnistAvailable()) return;
   testing::TempDir dir;

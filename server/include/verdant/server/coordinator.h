@@ -105,7 +105,10 @@ struct CoordinatorOptions {
   uint64_t seed = 1;
   std::string run_id = "run";
   std::string out_dir;             // "" = no files
-  bool evaluate_every_round = true;
+  // With an evaluator: evaluate the global model after every N-th round and
+  // after the run's last round (`rounds`); 0 = never. Rounds not evaluated
+  // have no accuracy (blank in rounds.csv).
+  uint32_t evaluate_every = 1;
   CoordinatorEnergyOptions energy;
   // Persistence (docs/operations.md). With out_dir set and `persist`, the
   // run's state goes to out_dir/run.db and a checkpoint per round.

@@ -73,13 +73,20 @@ struct SimulationOptions {
   // --train: each selected device trains the received model for real
   // (LibTorch, one Trainer reused for every device) on its Dirichlet shard of
   // Fashion-MNIST; devices.csv's num_examples is then replaced by the shard
-  // size, and the global model is evaluated every round. Needs the identity
+  // size, and the global model is evaluated (see eval_every). Needs the identity
   // downlink. Energy-only (false): devices answer with the received model
   // plus a tiny deterministic delta through the real codec.
   bool train = false;
   std::string data_dir;                      // Fashion-MNIST IDX folder; "" = DefaultFashionMnistDir()
   std::string partition = "dirichlet:0.5";   // partitions.h spec over the devices
   size_t eval_examples = 2000;               // test examples evaluated per round (0 = all 10,000)
+  uint32_t eval_every = 1;                   // evaluate every N-th round and the last (0 = never)
+  // --train: devices given the same model broadcast (the same chunk
+  // messages) train from one assembled copy of it. false: each device
+  // copies what it receives, as a real client does. The outputs are the
+  // same either way (a test compares them); true saves a parse and a copy
+  // of the model per device.
+  bool share_broadcast = true;
   // Called on the round thread after each round (progress output).
   std::function<void(const RoundRecord&, uint64_t rounds, TimePoint virtual_now)> on_round;
 };
